@@ -1,0 +1,31 @@
+"""Forward operators: linear, matrix-free equinox modules with exact adjoints."""
+
+from .base import (
+    Adjoint,
+    Composed,
+    Identity,
+    LinearOperator,
+    Scaled,
+    Sum,
+    check_adjoint,
+)
+from .convolution import Convolution
+from .downsample import Downsample
+from .finite_difference import FiniteDifference
+from .mask import Mask
+from .mri import CartesianMRI
+
+__all__ = [
+    "Adjoint",
+    "CartesianMRI",
+    "Composed",
+    "Convolution",
+    "Downsample",
+    "FiniteDifference",
+    "Identity",
+    "LinearOperator",
+    "Mask",
+    "Scaled",
+    "Sum",
+    "check_adjoint",
+]

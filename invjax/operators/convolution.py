@@ -1,0 +1,91 @@
+"""Circular 2D convolution by FFT."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._validate import as_shape, check_finite
+from .base import LinearOperator, default_float
+
+
+class Convolution(LinearOperator):
+    r"""Circular (periodic) 2D convolution with a centred point-spread function.
+
+    .. math::  (A x)[i, j] = \sum_{k, l} h[k, l]\, x[(i - k + c_0) \bmod N, (j - l + c_1) \bmod M]
+
+    with :math:`c = (\text{psf.shape} - 1) / 2` the PSF centre, i.e. ``A x`` equals
+    ``scipy.ndimage.convolve(x, psf, mode="wrap")``. Computed as
+    ``irfft2(rfft2(x) * H)`` with the transfer function ``H`` (the FFT of the PSF embedded and
+    rolled so its centre sits at the origin), so one application costs two real FFTs. The
+    adjoint is the correlation ``irfft2(rfft2(y) * conj(H))``.
+
+    Args:
+        psf: real array ``(k0, k1)``, both sizes odd and at most the image size; centred.
+        shape: image shape ``(N, M)``.
+
+    Shapes: ``x: (N, M) -> y: (N, M)``; dtype float32 (float64 under ``jax_enable_x64``
+    with a float64 PSF).
+
+    Example:
+        >>> psf = jnp.ones((5, 5)) / 25
+        >>> A = Convolution(psf, shape=(64, 64))
+        >>> y = A(jnp.zeros((64, 64)))
+    """
+
+    psf: jax.Array
+    otf: jax.Array
+    shape: tuple[int, int] = eqx.field(static=True)
+
+    def __init__(self, psf, shape):
+        who = "Convolution"
+        self.shape = as_shape(shape, "shape", who, ndim=2)
+        psf = jnp.asarray(psf)
+        if psf.ndim != 2:
+            raise ValueError(f"{who}: `psf` must be 2-D, got shape {psf.shape}")
+        if jnp.issubdtype(psf.dtype, jnp.complexfloating):
+            raise TypeError(f"{who}: `psf` must be real, got {psf.dtype}")
+        if not jnp.issubdtype(psf.dtype, jnp.floating):
+            psf = psf.astype(default_float())
+        if any(k % 2 == 0 for k in psf.shape):
+            raise ValueError(f"{who}: `psf` sizes must be odd (a centred PSF), got {psf.shape}")
+        if any(k > n for k, n in zip(psf.shape, self.shape)):
+            raise ValueError(
+                f"{who}: `psf` of shape {psf.shape} is larger than the image `shape` {self.shape}"
+            )
+        check_finite(psf, "psf", who)
+        self.psf = psf
+        self.otf = transfer_function(psf, self.shape)
+
+    @property
+    def in_shape(self):
+        return self.shape
+
+    @property
+    def out_shape(self):
+        return self.shape
+
+    @property
+    def dtype(self):
+        return self.psf.dtype
+
+    def _apply(self, x, otf):
+        dtype = jnp.result_type(x.dtype, self.psf.dtype)
+        out = jnp.fft.irfft2(jnp.fft.rfft2(x.astype(dtype)) * otf, s=self.shape)
+        return out.astype(dtype)
+
+    def mv(self, x):
+        return self._apply(x, self.otf)
+
+    def rmv(self, y):
+        return self._apply(y, jnp.conj(self.otf))
+
+
+def transfer_function(psf: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """``rfft2`` of a centred PSF zero-padded to ``shape`` with its centre moved to ``(0, 0)``.
+
+    Returns a complex array of shape ``(N, M // 2 + 1)``.
+    """
+    k0, k1 = psf.shape
+    padded = jnp.zeros(shape, psf.dtype).at[:k0, :k1].set(psf)
+    padded = jnp.roll(padded, (-(k0 // 2), -(k1 // 2)), axis=(0, 1))
+    return jnp.fft.rfft2(padded)

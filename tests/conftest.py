@@ -1,0 +1,27 @@
+import contextlib
+
+import jax
+import numpy as np
+import pytest
+
+
+@contextlib.contextmanager
+def x64_enabled():
+    """Enable float64 in JAX for the duration of the block, then restore the old setting."""
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+@pytest.fixture
+def x64():
+    with x64_enabled():
+        yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
