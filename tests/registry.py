@@ -32,6 +32,7 @@ OPERATORS = {
     "CartesianMRI-multicoil": lambda rng: ops.CartesianMRI(
         rng.random((8, 8)) > 0.5, _coils(rng, 3, (8, 8)), centered=True
     ),
+    "Dense": lambda rng: ops.Dense(rng.standard_normal((7, 5))),
     "Composed": lambda rng: ops.Mask(rng.random((12, 10)) > 0.5) @ ops.Convolution(_gauss_psf(3), (12, 10)),
     "Sum": lambda rng: ops.Convolution(_gauss_psf(3), (10, 10)) + 0.5 * ops.Identity((10, 10)),
 }

@@ -10,6 +10,7 @@ from .base import (
     check_adjoint,
 )
 from .convolution import Convolution
+from .dense import Dense
 from .downsample import Downsample
 from .finite_difference import FiniteDifference
 from .mask import Mask
@@ -20,6 +21,7 @@ __all__ = [
     "CartesianMRI",
     "Composed",
     "Convolution",
+    "Dense",
     "Downsample",
     "FiniteDifference",
     "Identity",

@@ -180,6 +180,16 @@ class LinearOperator(eqx.Module):
         _, lam = jax.lax.fori_loop(0, iters, body, (v, jnp.zeros((), jnp.finfo(dtype).dtype)))
         return jnp.sqrt(lam)
 
+    def fourier_symbol(self) -> jax.Array | None:
+        """Eigenvalues of a circulant operator on real 2-D images, or ``None``.
+
+        For an operator that is diagonalised by the 2-D real FFT (``rfft2``), returns the array
+        ``s`` of shape ``(c, N, M // 2 + 1)`` with ``rfft2((A x)[k]) = s[k] * rfft2(x)`` for each
+        of its ``c`` output channels (``c = 1`` and output shape ``(N, M)`` for ``c = 1``
+        operators). Solvers use it for exact FFT solves of normal equations.
+        """
+        return None
+
     def as_matrix(self) -> jax.Array:
         """Dense matrix of shape ``(prod(out_shape), prod(in_shape))`` (small operators only)."""
         n = math.prod(self.in_shape)
@@ -339,6 +349,10 @@ class Scaled(LinearOperator):
     def rmv(self, y):
         return _apply_scale(self.op.rmv(y), jnp.conj(self.scale))
 
+    def fourier_symbol(self):
+        sym = self.op.fourier_symbol()
+        return None if sym is None else sym * self.scale
+
 
 def _apply_scale(v, s):
     # A real scale keeps v's precision (a float64 Python scalar must not upcast float32 data).
@@ -368,6 +382,12 @@ class Identity(LinearOperator):
 
     def rmv(self, y):
         return y
+
+    def fourier_symbol(self):
+        if len(self.shape) != 2:
+            return None
+        n, m = self.shape
+        return jnp.ones((1, n, m // 2 + 1), default_float())
 
 
 def _random_like(key, shape, dtype):

@@ -73,6 +73,9 @@ class Convolution(LinearOperator):
         out = jnp.fft.irfft2(jnp.fft.rfft2(x.astype(dtype)) * otf, s=self.shape)
         return out.astype(dtype)
 
+    def fourier_symbol(self):
+        return self.otf[None]
+
     def mv(self, x):
         return self._apply(x, self.otf)
 

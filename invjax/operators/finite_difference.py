@@ -61,6 +61,15 @@ class FiniteDifference(LinearOperator):
     def out_shape(self):
         return (len(self.axes),) + self.shape
 
+    def fourier_symbol(self):
+        """``exp(2 pi i k / n) - 1`` per differentiated axis (periodic 2-D images only)."""
+        if self.boundary != "periodic" or len(self.shape) != 2:
+            return None
+        n, m = self.shape
+        freqs = (jnp.fft.fftfreq(n)[:, None], jnp.fft.rfftfreq(m)[None, :])
+        full = (n, m // 2 + 1)
+        return jnp.stack([jnp.broadcast_to(jnp.exp(2j * jnp.pi * freqs[a]) - 1, full) for a in self.axes])
+
     def _last_zero(self, v, axis):
         idx = jnp.arange(self.shape[axis]).reshape([-1 if a == axis else 1 for a in range(len(self.shape))])
         return jnp.where(idx == self.shape[axis] - 1, 0, v)
