@@ -1,7 +1,19 @@
 """invjax: differentiable inverse problems in JAX."""
 
-from . import operators
+from . import functionals, metrics, noise, operators, phantoms, solvers
+from .solvers import Problem, Solution, solve, solve_batch
 
 __version__ = "0.1.0"
 
-__all__ = ["operators"]
+__all__ = [
+    "Problem",
+    "Solution",
+    "functionals",
+    "metrics",
+    "noise",
+    "operators",
+    "phantoms",
+    "solve",
+    "solve_batch",
+    "solvers",
+]

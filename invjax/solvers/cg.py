@@ -1,0 +1,73 @@
+"""Conjugate gradients on the normal equations of a quadratic (Tikhonov) problem."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._common import cg_start, cg_step, is_quadratic, smooth_grad
+from .driver import IterativeSolver
+
+
+class _CGState(eqx.Module):
+    x: jax.Array
+    r: jax.Array
+    p: jax.Array
+    rr: jax.Array
+    bnorm: jax.Array
+
+
+class CG(IterativeSolver):
+    r"""Conjugate gradients for quadratic problems (Hestenes & Stiefel 1952).
+
+    Solves the normal equations of
+
+    .. math:: \min_x \tfrac12\|W^{1/2}(A x - y)\|^2 + \lambda\, \tfrac12 \|V^{1/2}(K x - d)\|^2 ,
+    .. math:: (A^H W A + \lambda K^H V K)\, x = A^H W y + \lambda K^H V d ,
+
+    i.e. a ``SquaredL2`` fidelity with a ``SquaredL2`` regulariser (``K`` the identity, or the
+    regulariser's own operator) and no constraint. The matrix is applied matrix-free from the
+    gradient: ``H x - b = grad(x)``. Stops when ``||b - H x|| <= tol ||b||``.
+
+    Example:
+        >>> problem = ij.Problem(A, y, ij.functionals.SquaredL2(), weight=1e-2)
+        >>> sol = ij.solve(problem, ij.solvers.CG(max_iters=200, tol=1e-6))
+    """
+
+    def validate(self, problem):
+        if not is_quadratic(problem.fidelity):
+            raise TypeError(f"CG needs a SquaredL2 fidelity, got {type(problem.fidelity).__name__}")
+        if problem.regularizer is not None and not is_quadratic(problem.split_regularizer()[1]):
+            raise TypeError(
+                f"CG needs a quadratic (SquaredL2) regulariser, got {type(problem.regularizer).__name__}; "
+                "use FISTA, ADMM or PDHG"
+            )
+        if problem.constraint is not None:
+            raise TypeError("CG cannot handle a constraint; use FISTA, ADMM or PDHG")
+
+    def _grad(self, problem, x):
+        return smooth_grad(problem, x, with_regularizer=problem.regularizer is not None)
+
+    def _matvec(self, problem, x):
+        # H x = grad(x) - grad(0) for the affine gradient of a quadratic
+        return self._grad(problem, x) - self._grad(problem, jnp.zeros_like(x))
+
+    def init(self, problem, x0):
+        b = -self._grad(problem, jnp.zeros_like(x0))
+        x, r, p, rr = cg_start(lambda v: self._matvec(problem, v), b, x0)
+        return _CGState(x, r, p, rr, jnp.linalg.norm(b))
+
+    def step(self, problem, state):
+        x, r, p, rr = cg_step(lambda v: self._matvec(problem, v), (state.x, state.r, state.p, state.rr))
+        return _CGState(x, r, p, rr, state.bnorm)
+
+    def residual(self, problem, old, new):
+        return jnp.sqrt(new.rr) / jnp.maximum(new.bnorm, jnp.finfo(new.bnorm.dtype).tiny)
+
+    def fixed_point_vars(self, state):
+        return state.x
+
+    def fixed_point(self, problem, z, state):
+        return z - self._grad(problem, z)
+
+    def x_from_fixed_point(self, problem, z, state):
+        return z

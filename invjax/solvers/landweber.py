@@ -1,0 +1,64 @@
+"""Landweber iteration: projected gradient descent on a smooth objective."""
+
+import equinox as eqx
+import jax
+
+from ._common import smooth_grad, smooth_lipschitz, smooth_regularizer
+from .driver import IterativeSolver
+
+
+class _State(eqx.Module):
+    x: jax.Array
+    step: jax.Array
+
+
+class Landweber(IterativeSolver):
+    r"""Projected Landweber iteration (Landweber 1951):
+
+    .. math:: x_{k+1} = P_C\big(x_k - \tau\, \nabla \Phi(x_k)\big), \qquad
+              \Phi(x) = F(A x; y) + \lambda R(x)
+
+    for a smooth fidelity and a smooth (or no) regulariser; ``P_C`` is the projection onto the
+    constraint. ``step`` ``tau`` defaults to ``1 / L`` with ``L`` the Lipschitz constant of
+    ``grad Phi`` (from ``A.norm()``); an explicit step must satisfy ``0 < tau < 2 / L``.
+
+    Args:
+        step: ``tau`` (``None``: ``1 / L``).
+    """
+
+    step_size: float | None = eqx.field(static=True, default=None)
+
+    def validate(self, problem):
+        if not problem.fidelity.smooth:
+            raise TypeError(f"Landweber needs a smooth fidelity, got {type(problem.fidelity).__name__}")
+        if problem.regularizer is not None and not smooth_regularizer(problem):
+            raise TypeError(
+                f"Landweber needs a smooth regulariser, got {type(problem.regularizer).__name__}; use FISTA, ADMM or PDHG"
+            )
+        if self.step_size is not None and self.step_size <= 0:
+            raise ValueError(f"Landweber: `step_size` must be > 0, got {self.step_size}")
+
+    def init(self, problem, x0):
+        lip = smooth_lipschitz(problem, problem.regularizer is not None)
+        if self.step_size is None:
+            tau = 1.0 / lip
+        else:
+            tau = jax.numpy.asarray(self.step_size)
+            tau = eqx.error_if(tau, tau * lip >= 2 * 1.01, "Landweber: `step_size` must be < 2 / L for convergence")
+        return _State(x0, tau.astype(jax.numpy.finfo(x0.dtype).dtype))
+
+    def _map(self, problem, x, tau):
+        x = x - tau * smooth_grad(problem, x, problem.regularizer is not None)
+        return x if problem.constraint is None else problem.constraint.prox(x, tau)
+
+    def step(self, problem, state):
+        return _State(self._map(problem, state.x, state.step), state.step)
+
+    def fixed_point_vars(self, state):
+        return state.x
+
+    def fixed_point(self, problem, z, state):
+        return self._map(problem, z, state.step)
+
+    def x_from_fixed_point(self, problem, z, state):
+        return z

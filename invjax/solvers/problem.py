@@ -1,0 +1,137 @@
+"""The variational problem: ``min_x F(A x; y) + weight * R(x) + iota_C(x)``."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..functionals import Functional, SquaredL2
+from ..operators import LinearOperator
+from ..operators.base import concrete_or_none
+from ..operators.mask import Mask
+
+
+class Problem(eqx.Module):
+    r"""A regularised inverse problem, as a pytree.
+
+    .. math:: \min_x\; F(A x;\, y) + \lambda\, R(x) + \iota_C(x)
+
+    Args:
+        op: the forward operator ``A`` (``LinearOperator``).
+        data: the measurements ``y``, shape ``op.out_shape``.
+        regularizer: the functional ``R`` (``None`` for no regulariser).
+        weight: ``lambda >= 0``. A scalar multiplies ``R``. An array weights the regulariser's
+            inner functional elementwise: with ``R(x) = g(K x)`` (``R.composite``), the term is
+            ``g(lambda * K x)``, e.g. ``weight`` of shape ``(2, 1, 1)`` gives separate
+            vertical/horizontal TV weights, and a ``(2, H, W)`` array a weight image. (For
+            positively homogeneous ``g`` such as ``L1``/``L21`` this is ``sum lambda_i |.|_i``.)
+        fidelity: the data term ``F(., y)`` as a functional with a ``with_data`` method
+            (default ``SquaredL2()``: ``½||A x - y||²``).
+        constraint: an indicator functional (``NonNegative()``, ``Box(0, 1)``) or ``None``.
+
+    Bad input is caught when the problem is built: ``data`` of the wrong shape, and, when
+    their values are known, a negative or non-finite ``weight`` or non-finite ``data``
+    (``ValueError``). Traced values are checked when the problem is solved.
+    """
+
+    op: LinearOperator
+    data: jax.Array
+    regularizer: Functional | None
+    weight: jax.Array
+    fidelity: Functional
+    constraint: Functional | None
+
+    def __init__(self, op, data, regularizer=None, weight=1.0, fidelity=None, constraint=None):
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"Problem: `op` must be a LinearOperator, got {type(op).__name__}")
+        data = jnp.asarray(data)
+        if tuple(data.shape) != tuple(op.out_shape):
+            raise ValueError(
+                f"Problem: `data` must have the operator's out_shape {tuple(op.out_shape)}, "
+                f"got {tuple(data.shape)}"
+            )
+        if jnp.issubdtype(data.dtype, jnp.complexfloating) and not jnp.issubdtype(op.out_dtype, jnp.complexfloating):
+            raise TypeError(f"Problem: `data` is complex ({data.dtype}) but the operator's output is real")
+        if not jnp.issubdtype(data.dtype, jnp.inexact):
+            data = data.astype(op.out_dtype)
+        value = concrete_or_none(data)
+        if value is not None and not np.all(np.isfinite(value)):
+            raise ValueError("Problem: `data` must be finite, got NaN or inf entries")
+        weight = jnp.asarray(weight)
+        if jnp.issubdtype(weight.dtype, jnp.complexfloating):
+            raise TypeError(f"Problem: `weight` must be real, got {weight.dtype}")
+        if not jnp.issubdtype(weight.dtype, jnp.floating):
+            weight = weight.astype(jnp.finfo(op.dtype).dtype)
+        w = concrete_or_none(weight)
+        if w is not None and (not np.all(np.isfinite(w)) or np.any(w < 0)):
+            raise ValueError(f"Problem: `weight` must be finite and >= 0, got {w if w.size < 8 else 'an array with bad entries'}")
+        for name, f in (("regularizer", regularizer), ("constraint", constraint), ("fidelity", fidelity)):
+            if f is not None and not isinstance(f, Functional):
+                raise TypeError(f"Problem: `{name}` must be a Functional or None, got {type(f).__name__}")
+        if constraint is not None and not constraint.indicator:
+            raise TypeError(
+                f"Problem: `constraint` must be an indicator functional (NonNegative, Box), got {type(constraint).__name__}"
+            )
+        fidelity = SquaredL2() if fidelity is None else fidelity
+        if not hasattr(fidelity, "with_data"):
+            raise TypeError(f"Problem: `fidelity` must have a `with_data` method, got {type(fidelity).__name__}")
+        self.op = op
+        self.data = data
+        self.regularizer = regularizer
+        self.weight = weight
+        self.fidelity = fidelity
+        self.constraint = constraint
+
+    # ---- derived pieces used by the solvers -------------------------------------------------
+    @property
+    def data_fidelity(self) -> Functional:
+        """``F(., y)``: the fidelity holding this problem's data; apply it to ``A x``."""
+        return self.fidelity.with_data(self.data)
+
+    @property
+    def scalar_weight(self) -> bool:
+        return self.weight.ndim == 0
+
+    def split_regularizer(self) -> tuple[LinearOperator, Functional] | None:
+        """``(K, g)`` with ``weight * R(x) = g(K x)``, or ``None`` without a regulariser."""
+        if self.regularizer is None:
+            return None
+        K, g = self.regularizer.composite(self.op.in_shape)
+        if self.scalar_weight:
+            return K, self.weight * g
+        w = jnp.broadcast_to(self.weight, K.out_shape) if _broadcasts(self.weight.shape, K.out_shape) else None
+        if w is None:
+            raise ValueError(
+                f"Problem: `weight` of shape {self.weight.shape} must broadcast to the regulariser's "
+                f"inner shape {tuple(K.out_shape)}"
+            )
+        return Mask(w, dtype=K.out_dtype) @ K, g
+
+    def regularization(self, x) -> jax.Array:
+        """``weight * R(x)`` (or its elementwise-weighted form), 0 without a regulariser."""
+        split = self.split_regularizer()
+        if split is None:
+            return jnp.zeros((), jnp.finfo(x.dtype).dtype)
+        K, g = split
+        return g(K.mv(x))
+
+    def objective(self, x) -> jax.Array:
+        """``F(A x; y) + weight * R(x)`` (the constraint is assumed satisfied)."""
+        return self.data_fidelity(self.op.mv(x)) + self.regularization(x)
+
+    def checked(self) -> "Problem":
+        """The problem with run-time checks on traced data and weight (NaN, negative)."""
+        data = eqx.error_if(self.data, ~jnp.all(jnp.isfinite(self.data)), "Problem: `data` contains NaN or inf")
+        weight = eqx.error_if(
+            self.weight,
+            ~jnp.all(jnp.isfinite(self.weight)) | jnp.any(self.weight < 0),
+            "Problem: `weight` must be finite and >= 0",
+        )
+        return eqx.tree_at(lambda p: (p.data, p.weight), self, (data, weight))
+
+
+def _broadcasts(shape, target) -> bool:
+    try:
+        return np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+    except ValueError:
+        return False

@@ -1,0 +1,161 @@
+"""Every solver under jit, vmap and differentiation (implicit and unrolled), against finite differences."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import invjax as ij
+
+fn = ij.functionals
+
+
+def _setup(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    r = np.arange(5) - 2
+    psf = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / 2.0)
+    psf /= psf.sum()
+    x = np.zeros((n, n))
+    x[4:12, 4:12] = 1.0
+    x[6:10, 2:7] = 0.4
+    A = ij.operators.Convolution(psf, (n, n))
+    y = np.asarray(A(x)) + 0.03 * rng.standard_normal((n, n))
+    return x, A, y
+
+
+# solver, problem factory (A, y, w) -> Problem, weight: every solver with a problem it can handle
+CASES = {
+    "CG": (ij.solvers.CG(max_iters=400, tol=1e-12), lambda A, y, w: ij.Problem(A, y, fn.SquaredL2(), w), 0.05),
+    "Landweber": (
+        ij.solvers.Landweber(max_iters=20000, tol=1e-12),
+        lambda A, y, w: ij.Problem(A, y, fn.Huber(1.0), w),
+        0.1,
+    ),
+    "FISTA": (
+        ij.solvers.FISTA(max_iters=5000, tol=1e-12),
+        lambda A, y, w: ij.Problem(A, y, fn.SquaredL2(), w, constraint=fn.NonNegative()),
+        0.05,
+    ),
+    "ADMM": (
+        ij.solvers.ADMM(max_iters=20000, tol=1e-10, rho=3.0, adapt_iters=0),
+        lambda A, y, w: ij.Problem(A, y, fn.TV(boundary="periodic"), w),
+        0.02,
+    ),
+    "PDHG": (
+        ij.solvers.PDHG(max_iters=20000, tol=1e-11),
+        lambda A, y, w: ij.Problem(A, y, fn.TV(boundary="periodic"), w),
+        0.02,
+    ),
+}
+
+
+def _loss_fn(x_true, A, y, case, diff, **overrides):
+    solver, make, _ = CASES[case]
+    solver = dataclasses.replace(solver, diff=diff, **overrides)
+
+    def loss(w):
+        sol = ij.solve(make(A, y, w), solver)
+        return jnp.sum((sol.x - x_true) ** 2)
+
+    return loss
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_implicit_gradient_matches_finite_difference(case, x64):
+    x, A, y = _setup()
+    loss = _loss_fn(x, A, y, case, "implicit")
+    w = CASES[case][2]
+    solver, make, _ = CASES[case]
+    assert bool(ij.solve(make(A, y, w), solver).stats.converged)
+    g = float(jax.grad(loss)(w))
+    h = 1e-5 * w
+    fd = (float(loss(w + h)) - float(loss(w - h))) / (2 * h)
+    assert g == pytest.approx(fd, rel=1e-4)
+    # forward mode (needed by SURE) gives the same derivative
+    _, t = jax.jvp(loss, (w,), (1.0,))
+    assert float(t) == pytest.approx(fd, rel=1e-4)
+
+
+@pytest.mark.parametrize("case", ["CG", "FISTA", "ADMM", "PDHG"])
+def test_unrolled_gradient_matches_finite_difference_of_same_map(case, x64):
+    x, A, y = _setup()
+    # a fixed number of iterations (tol=0): the unrolled map is a smooth function of w
+    loss = _loss_fn(x, A, y, case, "unroll", max_iters=30, tol=0.0, checkpoint=4)
+    w = CASES[case][2]
+    g = float(jax.grad(loss)(w))
+    h = 1e-6 * w
+    fd = (float(loss(w + h)) - float(loss(w - h))) / (2 * h)
+    assert g == pytest.approx(fd, rel=1e-6)
+
+
+def test_gradient_with_respect_to_data_and_operator(x64):
+    """Differentiable with respect to everything in the problem: data and PSF too."""
+    x, A, y = _setup()
+    solver = ij.solvers.CG(max_iters=400, tol=1e-12)
+
+    def loss(y, psf):
+        op = ij.operators.Convolution(psf, y.shape)
+        return jnp.sum((ij.solve(ij.Problem(op, y, fn.SquaredL2(), 0.05), solver).x - x) ** 2)
+
+    psf = A.psf
+    gy, gpsf = jax.grad(loss, argnums=(0, 1))(jnp.asarray(y), psf)
+    rng = np.random.default_rng(1)
+    for g, arg, i in ((gy, y, 0), (gpsf, psf, 1)):
+        d = rng.standard_normal(np.shape(arg))
+        h = 1e-6
+        args_p = [y, psf]
+        args_m = [y, psf]
+        args_p[i] = arg + h * d
+        args_m[i] = arg - h * d
+        fd = (float(loss(*args_p)) - float(loss(*args_m))) / (2 * h)
+        assert float(jnp.vdot(g, d)) == pytest.approx(fd, rel=1e-4)
+
+
+def test_vmap_over_data_and_weights_equals_separate_solves_and_traces_once():
+    x, A, _ = _setup()
+    A = ij.operators.Convolution(np.asarray(A.psf, np.float32), x.shape)
+    key = jax.random.PRNGKey(0)
+    ys = jnp.asarray(A(x.astype(np.float32))) + 0.03 * jax.random.normal(key, (16,) + x.shape)
+    ws = jnp.linspace(0.005, 0.05, 16)
+    solver = ij.solvers.ADMM(max_iters=500, tol=1e-4)
+    traces = []
+
+    def one(y, w):
+        traces.append(1)
+        return ij.solve(ij.Problem(A, y, fn.TV(boundary="periodic"), w), solver)
+
+    batched = jax.jit(jax.vmap(one))(ys, ws)
+    assert len(traces) == 1
+    single = jax.jit(one)
+    for i in range(16):
+        s = single(ys[i], ws[i])
+        np.testing.assert_allclose(batched.x[i], s.x, atol=1e-6)
+        assert int(batched.stats.iterations[i]) == int(s.stats.iterations)
+    assert len(traces) == 2  # one more trace for the unbatched jit, none per call
+    # problems stop at different iterations: each is frozen at its own stopping point
+    assert len(set(np.asarray(batched.stats.iterations).tolist())) > 1
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_jit_and_float64_dtype(case, x64):
+    x, A, y = _setup()
+    solver, make, w = CASES[case]
+    problem = make(A, y, w)
+    small = type(solver)(max_iters=50)
+    sol = jax.jit(lambda p: ij.solve(p, small))(problem)
+    assert sol.x.dtype == jnp.float64
+    np.testing.assert_allclose(sol.x, ij.solve(problem, small).x, atol=1e-10)
+
+
+def test_compile_does_not_grow_with_max_iters():
+    x, A, y = _setup()
+    problem = ij.Problem(A, y.astype(np.float32), fn.TV(boundary="periodic"), 0.02)
+    sizes = {}
+    for diff in ("implicit", "unroll"):
+        for n in (100, 10000):
+            f = jax.jit(lambda p: ij.solve(p, ij.solvers.PDHG(max_iters=n, diff=diff)).x)
+            sizes[diff, n] = len(f.lower(problem).as_text())
+        # the programs differ only in the constant max_iters (and a checkpoint segment length)
+        assert abs(sizes[diff, 100] - sizes[diff, 10000]) < 200
