@@ -16,13 +16,6 @@ from . import metrics, noise, operators, phantoms, solvers
 from .solvers import Problem, solve
 
 
-def gaussian_psf(size: int = 9, sigma: float = 2.0, dtype=jnp.float32) -> jax.Array:
-    """Normalised ``size x size`` Gaussian point-spread function."""
-    r = jnp.arange(size, dtype=dtype) - size // 2
-    g = jnp.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def _oracle_grid(make_problem, solver, y, x_true, weights):
     """PSNR of the reconstruction for each weight (one vmapped, jitted call)."""
 
@@ -39,7 +32,7 @@ def run_demo(n: int = 128, sigma: float = 0.01, out: str | Path = "demo_output",
     """Deblur a Shepp-Logan phantom with Tikhonov (CG) and TV (ADMM, PDHG)."""
     key = jax.random.PRNGKey(seed)
     x_true = phantoms.shepp_logan(n)
-    A = operators.Convolution(gaussian_psf(9, 2.0), (n, n))
+    A = operators.Convolution(operators.gaussian_psf(9, 2.0), (n, n))
     y = noise.gaussian(key, A(x_true), sigma)
 
     rows, images = [], {"ground truth": x_true, "blurred + noise": y}

@@ -9,7 +9,7 @@ from .base import (
     Sum,
     check_adjoint,
 )
-from .convolution import Convolution
+from .convolution import Convolution, gaussian_psf
 from .dense import Dense
 from .downsample import Downsample
 from .finite_difference import FiniteDifference
@@ -30,4 +30,5 @@ __all__ = [
     "Scaled",
     "Sum",
     "check_adjoint",
+    "gaussian_psf",
 ]

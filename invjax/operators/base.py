@@ -156,10 +156,15 @@ class LinearOperator(eqx.Module):
                 ``||A||`` from below; 50 iterations give a few digits on imaging operators.
 
         Returns:
-            Scalar array (real) with the estimate of ``||A||``.
+            Scalar array (real) with the estimate of ``||A||`` (exact for circulant operators,
+            from ``fourier_symbol()``, without iterating).
         """
         if iters < 1:
             raise ValueError(f"norm: `iters` must be >= 1, got {iters}")
+        symbol = self.fourier_symbol()
+        if symbol is not None:
+            # circulant: the singular values are the moduli of the symbol (exact, no iteration)
+            return jnp.sqrt(jnp.max(jnp.sum(jnp.abs(symbol) ** 2, axis=0)))
         key = jax.random.PRNGKey(0) if key is None else key
         dtype = self.dtype
         if _is_complex(dtype):

@@ -92,3 +92,21 @@ def transfer_function(psf: jax.Array, shape: tuple[int, int]) -> jax.Array:
     padded = jnp.zeros(shape, psf.dtype).at[:k0, :k1].set(psf)
     padded = jnp.roll(padded, (-(k0 // 2), -(k1 // 2)), axis=(0, 1))
     return jnp.fft.rfft2(padded)
+
+
+def gaussian_psf(size: int = 9, sigma: float = 2.0, dtype=None) -> jax.Array:
+    r"""Normalised, centred ``size x size`` Gaussian PSF ``h ∝ exp(-(i² + j²) / (2 sigma²))``.
+
+    Args:
+        size: odd side length (default 9).
+        sigma: standard deviation in pixels (default 2), ``> 0``.
+        dtype: default float32 (float64 under ``jax_enable_x64``).
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"gaussian_psf: `size` must be a positive odd int, got {size}")
+    if not sigma > 0:
+        raise ValueError(f"gaussian_psf: `sigma` must be > 0, got {sigma}")
+    dtype = default_float() if dtype is None else dtype
+    r = jnp.arange(size, dtype=dtype) - size // 2
+    g = jnp.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+    return g / g.sum()

@@ -15,6 +15,7 @@ class _State(eqx.Module):
     rho: jax.Array
     res: jax.Array
     k: jax.Array
+    consts: tuple  # loop invariants: (A^H y or None, |A^|² or None, sum |K^|² or None)
 
 
 def _norm(tree):
@@ -85,15 +86,21 @@ class ADMM(IterativeSolver):
         aa = jnp.sum(jnp.abs(a_sym) ** 2, axis=0) if quadratic else jnp.zeros_like(kk)
         return aa, kk
 
-    def _x_step(self, problem, z, u, rho, x_warm):
+    def _constants(self, problem):
+        """Loop invariants of the x-step: ``A^H y`` and the FFT symbols (when circulant)."""
+        quadratic, _ = self._terms(problem)
+        aty = problem.op.rmv(problem.data) if quadratic else None
+        symbols = self._symbols(problem)
+        return (aty,) + (symbols if symbols is not None else (None, None))
+
+    def _x_step(self, problem, z, u, rho, x_warm, consts):
         quadratic, terms = self._terms(problem)
         A = problem.op
+        aty, aa, kk = consts
         rhs = sum(K.rmv(zi - ui) for (K, _), zi, ui in zip(terms, z, u)) * rho
         if quadratic:
-            rhs = rhs + A.rmv(problem.data)
-        symbols = self._symbols(problem)
-        if symbols is not None:
-            aa, kk = symbols
+            rhs = rhs + aty
+        if kk is not None:
             real = x_warm.dtype
             denom = (aa + rho * kk).astype(real)
             safe = jnp.where(denom > 0, denom, 1)
@@ -115,7 +122,7 @@ class ADMM(IterativeSolver):
             rho = self._default_rho(problem).astype(real)
         z = tuple(K.mv(x0) for K, _ in terms)
         u = tuple(jnp.zeros_like(zi) for zi in z)
-        return _State(x0, z, u, rho, jnp.asarray(jnp.inf, real), jnp.zeros((), jnp.int32))
+        return _State(x0, z, u, rho, jnp.asarray(jnp.inf, real), jnp.zeros((), jnp.int32), self._constants(problem))
 
     def _default_rho(self, problem):
         """``10 * weight / s`` with ``s = max|A^H y| / ||A||²`` the image amplitude; ``||A||²``
@@ -129,10 +136,10 @@ class ADMM(IterativeSolver):
         weight = jnp.mean(problem.weight)
         return jnp.where(weight > 0, 10 * weight / amplitude, norm2)
 
-    def _iterate(self, problem, x_warm, z, u, rho):
+    def _iterate(self, problem, x_warm, z, u, rho, consts):
         _, terms = self._terms(problem)
         a = self.relaxation
-        x = self._x_step(problem, z, u, rho, x_warm)
+        x = self._x_step(problem, z, u, rho, x_warm, consts)
         kx = tuple(K.mv(x) for K, _ in terms)
         v = tuple(a * kxi + (1 - a) * zi for kxi, zi in zip(kx, z))
         z_new = tuple(g.prox(vi + ui, 1 / rho) for (_, g), vi, ui in zip(terms, v, u))
@@ -142,17 +149,18 @@ class ADMM(IterativeSolver):
     def step(self, problem, state):
         _, terms = self._terms(problem)
         rho = state.rho
-        x, kx, z, u = self._iterate(problem, state.x, state.z, state.u, rho)
+        x, kx, z, u = self._iterate(problem, state.x, state.z, state.u, rho, state.consts)
         r = ratio(_norm(tuple(a - b for a, b in zip(kx, z))), jnp.maximum(_norm(kx), _norm(z)))
-        dz = sum(K.rmv(zn - zo) for (K, _), zn, zo in zip(terms, z, state.z))
-        s = ratio(_norm(dz), _norm(sum(K.rmv(ui) for (K, _), ui in zip(terms, u))))
+        # dual residual measured in the split variables: ||z - z^-|| / ||u|| (scaled duals), which
+        # bounds rho ||K^H (z - z^-)|| / ||rho K^H u|| up to ||K|| without two more K^H products
+        s = ratio(_norm(tuple(a - b for a, b in zip(z, state.z))), _norm(u))
         res = jnp.maximum(r, s)
         if self.adapt_iters > 0:
             adapt = state.k < self.adapt_iters
             factor = jnp.where(adapt & (r > 10 * s), 2.0, jnp.where(adapt & (s > 10 * r), 0.5, 1.0)).astype(rho.dtype)
             rho = rho * factor
             u = tuple(ui / factor for ui in u)
-        return _State(x, z, u, rho, res.astype(rho.dtype), state.k + 1)
+        return _State(x, z, u, rho, res.astype(rho.dtype), state.k + 1, state.consts)
 
     def get_x(self, problem, state):
         # the x-step iterate is feasible only in the limit: project it onto the constraint
@@ -166,10 +174,11 @@ class ADMM(IterativeSolver):
 
     def fixed_point(self, problem, zu, state):
         z, u = zu
-        _, _, z_new, u_new = self._iterate(problem, state.x, z, u, state.rho)
+        # constants recomputed from the problem, so derivatives reach the data and operator
+        _, _, z_new, u_new = self._iterate(problem, state.x, z, u, state.rho, self._constants(problem))
         return (z_new, u_new)
 
     def x_from_fixed_point(self, problem, zu, state):
         z, u = zu
-        x = self._x_step(problem, z, u, state.rho, state.x)
+        x = self._x_step(problem, z, u, state.rho, state.x, self._constants(problem))
         return x if problem.constraint is None else problem.constraint.prox(x, 1.0)
