@@ -56,8 +56,9 @@ class PDHG(IterativeSolver):
     residual (their max).
 
     Args:
-        tau, sigma: step sizes (``None``: ``0.99 / ||K||`` each, before adaptation). Given
-            both, ``tau sigma ||K||² < 1`` is checked at run time.
+        tau, sigma: step sizes (``None``: ``0.99 / ||K||`` each, before adaptation, ``K`` the
+            block-normalised stack). Given both, ``tau sigma ||K||² < 1`` is checked at run
+            time.
         adaptive: balance the residuals by adapting the ratio (default ``True``).
         norm_iters: power iterations for the block norms ``n_i`` and the stacked norm.
         adapt_decay, adapt_threshold: see "Adaptive ratio" (defaults 0.995 and 2).
