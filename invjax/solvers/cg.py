@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ._common import cg_start, cg_step, is_quadratic, smooth_grad
-from .driver import IterativeSolver
+from .driver import FixedPointOnX
 
 
 class _CGState(eqx.Module):
@@ -16,7 +16,7 @@ class _CGState(eqx.Module):
     bnorm: jax.Array
 
 
-class CG(IterativeSolver):
+class CG(FixedPointOnX):
     r"""Conjugate gradients for quadratic problems (Hestenes & Stiefel 1952).
 
     Solves the normal equations of
@@ -63,11 +63,5 @@ class CG(IterativeSolver):
     def residual(self, problem, old, new):
         return jnp.sqrt(new.rr) / jnp.maximum(new.bnorm, jnp.finfo(new.bnorm.dtype).tiny)
 
-    def fixed_point_vars(self, state):
-        return state.x
-
     def fixed_point(self, problem, z, state):
         return z - self._grad(problem, z)
-
-    def x_from_fixed_point(self, problem, z, state):
-        return z

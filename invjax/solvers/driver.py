@@ -257,6 +257,20 @@ class IterativeSolver(eqx.Module):
         return sol
 
 
+class FixedPointOnX(IterativeSolver):
+    """A solver whose iteration map is a map on ``x`` alone, ``x = T(x)`` with
+    ``T = self._map(problem, x, state.step)`` (gradient and proximal-gradient methods)."""
+
+    def fixed_point_vars(self, state):
+        return state.x
+
+    def fixed_point(self, problem, z, state):
+        return self._map(problem, z, state.step)
+
+    def x_from_fixed_point(self, problem, z, state):
+        return z
+
+
 def _zero_tangent(x):
     x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.inexact):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from ._common import smooth_grad, smooth_lipschitz, smooth_regularizer
-from .driver import IterativeSolver
+from .driver import FixedPointOnX
 
 
 class _State(eqx.Module):
@@ -15,7 +15,7 @@ class _State(eqx.Module):
     step: jax.Array
 
 
-class FISTA(IterativeSolver):
+class FISTA(FixedPointOnX):
     r"""Fast iterative shrinkage-thresholding (Beck & Teboulle, SIAM J. Imaging Sci. 2009).
 
     For ``Phi(x) = f(x) + g(x)`` with ``f = F(A x; y)`` smooth (plus a smooth regulariser) and
@@ -111,12 +111,3 @@ class FISTA(IterativeSolver):
         t = (1 + jnp.sqrt(1 + 4 * state.t**2)) / 2
         y = x + ((state.t - 1) / t).astype(x.real.dtype) * (x - state.x)
         return _State(x, y, t, tau)
-
-    def fixed_point_vars(self, state):
-        return state.x
-
-    def fixed_point(self, problem, z, state):
-        return self._map(problem, z, state.step)
-
-    def x_from_fixed_point(self, problem, z, state):
-        return z

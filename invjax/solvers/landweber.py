@@ -4,7 +4,7 @@ import equinox as eqx
 import jax
 
 from ._common import smooth_grad, smooth_lipschitz, smooth_regularizer
-from .driver import IterativeSolver
+from .driver import FixedPointOnX
 
 
 class _State(eqx.Module):
@@ -12,7 +12,7 @@ class _State(eqx.Module):
     step: jax.Array
 
 
-class Landweber(IterativeSolver):
+class Landweber(FixedPointOnX):
     r"""Projected Landweber iteration (Landweber 1951):
 
     .. math:: x_{k+1} = P_C\big(x_k - \tau\, \nabla \Phi(x_k)\big), \qquad
@@ -53,12 +53,3 @@ class Landweber(IterativeSolver):
 
     def step(self, problem, state):
         return _State(self._map(problem, state.x, state.step), state.step)
-
-    def fixed_point_vars(self, state):
-        return state.x
-
-    def fixed_point(self, problem, z, state):
-        return self._map(problem, z, state.step)
-
-    def x_from_fixed_point(self, problem, z, state):
-        return z
