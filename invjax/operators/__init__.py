@@ -15,6 +15,7 @@ from .downsample import Downsample
 from .finite_difference import FiniteDifference
 from .mask import Mask
 from .mri import CartesianMRI
+from .tomography import ParallelBeam2D, fbp
 
 __all__ = [
     "Adjoint",
@@ -27,8 +28,10 @@ __all__ = [
     "Identity",
     "LinearOperator",
     "Mask",
+    "ParallelBeam2D",
     "Scaled",
     "Sum",
     "check_adjoint",
+    "fbp",
     "gaussian_psf",
 ]
