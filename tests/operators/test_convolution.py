@@ -23,7 +23,7 @@ def test_matches_scipy_wrap_convolution(psf_shape, shape, rng):
     np.testing.assert_allclose(A.T(x.astype(np.float32)), ndi.correlate(x, psf, mode="wrap"), atol=1e-5)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     n=st.integers(3, 24), m=st.integers(3, 24), k0=st.integers(0, 5), k1=st.integers(0, 5),
     seed=st.integers(0, 2**31 - 1), double=st.booleans(),

@@ -91,7 +91,7 @@ def test_algebra_shape_mismatch_raises():
         A + ops.Identity((8, 8))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 12), min_size=1, max_size=3).map(tuple),
     boundary=st.sampled_from(["periodic", "neumann"]),
@@ -105,7 +105,7 @@ def test_finite_difference_dot_test(shape, boundary, seed, double):
     assert err < (1e-12 if double else 1e-5)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     blocks=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 4)), min_size=1, max_size=3),
     seed=st.integers(0, 2**31 - 1),
