@@ -39,12 +39,12 @@ CASES = {
         0.05,
     ),
     "ADMM": (
-        ij.solvers.ADMM(max_iters=20000, tol=1e-10, rho=3.0, adapt_iters=0),
+        ij.solvers.ADMM(max_iters=20000, tol=1e-10, rho=3.0, adapt_iters=0, adjoint_iters=2000, adjoint_restart=50),
         lambda A, y, w: ij.Problem(A, y, fn.TV(boundary="periodic"), w),
         0.02,
     ),
     "PDHG": (
-        ij.solvers.PDHG(max_iters=20000, tol=1e-11),
+        ij.solvers.PDHG(max_iters=20000, tol=1e-11, adjoint_iters=2000, adjoint_restart=50),
         lambda A, y, w: ij.Problem(A, y, fn.TV(boundary="periodic"), w),
         0.02,
     ),
