@@ -27,7 +27,7 @@ def _ptp(a):
     return float(a.max() - a.min())
 
 
-def _check_against_skimage(dtype):
+def check_against_skimage(dtype):
     tol = 1e-4 if dtype == np.float32 else 1e-10
     for seed, shape in enumerate(SHAPES):
         x, ref = _pair(seed, shape, dtype)
@@ -44,11 +44,11 @@ def _check_against_skimage(dtype):
 
 
 def test_psnr_ssim_match_skimage_float32():
-    _check_against_skimage(np.float32)
+    check_against_skimage(np.float32)
 
 
 def test_psnr_ssim_match_skimage_float64(x64):
-    _check_against_skimage(np.float64)
+    check_against_skimage(np.float64)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ Z = 5.0  # standard errors allowed
 SHAPE = (200, N // 200)
 
 
-def _check_mean_var(samples, mean, var, fourth_central):
+def check_mean_var(samples, mean, var, fourth_central):
     """Sample mean and variance within Z standard errors of the true ones."""
     samples = np.asarray(samples, dtype=np.float64)
     n = samples.size
@@ -34,7 +34,7 @@ def test_gaussian_statistics():
     sigma = 0.3
     z = noise.gaussian(key, y, sigma)
     assert z.shape == y.shape and z.dtype == jnp.float32
-    _check_mean_var(z - y, 0.0, sigma**2, 3 * sigma**4)
+    check_mean_var(z - y, 0.0, sigma**2, 3 * sigma**4)
     # Successive samples are uncorrelated (white).
     e = np.asarray(z - y, np.float64)
     assert abs(np.corrcoef(e[:-1], e[1:])[0, 1]) <= Z / np.sqrt(N)
@@ -45,8 +45,8 @@ def test_gaussian_per_pixel_sigma_broadcasts():
     y = jnp.zeros((2, N // 2))
     sigma = jnp.array([[0.1], [2.0]])
     z = np.asarray(noise.gaussian(key, y, sigma))
-    _check_mean_var(z[0], 0.0, 0.01, 3 * 0.1**4)
-    _check_mean_var(z[1], 0.0, 4.0, 3 * 2.0**4)
+    check_mean_var(z[0], 0.0, 0.01, 3 * 0.1**4)
+    check_mean_var(z[1], 0.0, 4.0, 3 * 2.0**4)
 
 
 def test_complex_gaussian_sigma_is_std_of_the_complex_value():
@@ -58,8 +58,8 @@ def test_complex_gaussian_sigma_is_std_of_the_complex_value():
     e = np.asarray(z - y)
     # E|e|^2 = sigma^2, split equally between independent real and imaginary parts.
     half = sigma**2 / 2
-    _check_mean_var(e.real, 0.0, half, 3 * half**2)
-    _check_mean_var(e.imag, 0.0, half, 3 * half**2)
+    check_mean_var(e.real, 0.0, half, 3 * half**2)
+    check_mean_var(e.imag, 0.0, half, 3 * half**2)
     assert abs(np.corrcoef(e.real, e.imag)[0, 1]) <= Z / np.sqrt(N)
 
 
@@ -73,7 +73,7 @@ def test_poisson_statistics(level):
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)  # integers / photons
     lam = photons * level
     # Poisson(lam): variance lam, fourth central moment lam + 3 lam^2.
-    _check_mean_var(counts, lam, lam, lam + 3 * lam**2)
+    check_mean_var(counts, lam, lam, lam + 3 * lam**2)
 
 
 def test_poisson_zero_signal_gives_zero():
@@ -90,7 +90,7 @@ def test_poisson_gaussian_statistics():
     # Fourth central moment of a sum of independent parts: m4 = m4_P + 6 var_P var_G + m4_G.
     var_p, var_g = lam / photons**2, sigma**2
     m4 = (lam + 3 * lam**2) / photons**4 + 6 * var_p * var_g + 3 * var_g**2
-    _check_mean_var(z, level, var, m4)
+    check_mean_var(z, level, var, m4)
 
 
 def test_reproducible_and_key_dependent():
