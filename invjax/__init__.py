@@ -1,6 +1,6 @@
 """invjax: differentiable inverse problems in JAX."""
 
-from . import functionals, metrics, noise, operators, phantoms, solvers
+from . import functionals, metrics, noise, operators, phantoms, solvers, tuning
 from .solvers import Problem, Solution, solve, solve_batch
 
 __version__ = "0.1.0"
@@ -16,4 +16,5 @@ __all__ = [
     "solve",
     "solve_batch",
     "solvers",
+    "tuning",
 ]

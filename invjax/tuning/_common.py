@@ -1,0 +1,157 @@
+"""Helpers shared by the parameter-selection rules: checks, the log-scale minimiser, results."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..operators.base import concrete_or_none
+from ..solvers import IterativeSolver, Problem
+
+
+class TuningWarning(UserWarning):
+    """A parameter-selection run finished, but its result deserves a look (a zero gradient, a
+    lower-level solver that did not converge, a non-finite loss)."""
+
+
+class RuleInfo(NamedTuple):
+    """What a rule did, returned next to the weight when ``return_info=True``.
+
+    Attributes:
+        weight: the chosen weight (as returned on its own).
+        value: the rule's criterion at ``weight`` (GCV score, SURE risk per measurement,
+            discrepancy ratio ``||A x - y||² / (tau m sigma²)``, L-curve curvature).
+        solves: lower-level solves spent, tangent (JVP) solves included (int32).
+        at_bound: ``True`` when the choice sits at an end of ``bounds`` (the optimum, or the
+            discrepancy root, may lie outside: widen ``bounds``).
+    """
+
+    weight: jax.Array
+    value: jax.Array
+    solves: jax.Array
+    at_bound: jax.Array
+
+
+def check_solver(solver, who: str) -> None:
+    if not isinstance(solver, IterativeSolver):
+        raise TypeError(f"{who}: `solver` must be an invjax solver, got {type(solver).__name__}")
+
+
+def check_make_problem(make_problem, weight, y, who: str, one_image: bool = True) -> Problem:
+    """Trace ``make_problem(weight, y)`` abstractly; it must return a :class:`Problem`."""
+    if not callable(make_problem):
+        raise TypeError(f"{who}: `make_problem` must be a callable (weight, y) -> Problem")
+    try:
+        problem = eqx.filter_eval_shape(make_problem, weight, y)
+    except ValueError as err:
+        hint = " (the rule takes one image: jax.vmap it over a batch)" if one_image else ""
+        raise ValueError(f"{who}: `make_problem(weight, y)` failed for y of shape {tuple(jnp.shape(y))}{hint}: {err}") from err
+    if not isinstance(problem, Problem):
+        raise TypeError(f"{who}: `make_problem(weight, y)` must return an invjax Problem, got {type(problem).__name__}")
+    return problem
+
+
+def check_bounds(bounds, who: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{who}: `bounds` must be a pair (low, high) of positive numbers, got {bounds!r}") from err
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise ValueError(f"{who}: `bounds` must satisfy 0 < low < high < inf, got {bounds!r}")
+    return lo, hi
+
+
+def check_count(value, name: str, who: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{who}: `{name}` must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_sigma(sigma, y, who: str) -> jax.Array:
+    """The noise level as a real scalar of ``y``'s precision, ``> 0`` and finite.
+
+    A concrete value is checked now (``ValueError``); a traced one at run time
+    (:func:`equinox.error_if`)."""
+    sigma = jnp.asarray(sigma)
+    if jnp.issubdtype(sigma.dtype, jnp.complexfloating):
+        raise TypeError(f"{who}: `sigma` must be real, got {sigma.dtype}")
+    if sigma.ndim != 0:
+        raise ValueError(f"{who}: `sigma` must be a scalar noise standard deviation (vmap for a batch), got shape {sigma.shape}")
+    sigma = sigma.astype(real_dtype(y))
+    value = concrete_or_none(sigma)
+    if value is not None:
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{who}: `sigma` must be finite and > 0, got {value}")
+        return sigma
+    return eqx.error_if(sigma, ~(jnp.isfinite(sigma) & (sigma > 0)), f"{who}: `sigma` must be finite and > 0")
+
+
+def real_dtype(x):
+    x = jnp.asarray(x)
+    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.result_type(float)
+    return jnp.finfo(dtype).dtype
+
+
+def as_data(y, who: str) -> jax.Array:
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.inexact):
+        y = y.astype(jnp.result_type(float))
+    return y
+
+
+_GOLD = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, dtype):
+    """Minimise ``objective(t)`` over ``t = log(weight)`` in ``[log lo, log hi]``.
+
+    A coarse grid of ``grid_points`` values finds the best cell; a golden-section search then
+    refines inside the two cells around it (``iters`` more evaluations, at least 2 when
+    ``iters > 0``). All evaluations run in one ``lax.fori_loop`` whose body traces
+    ``objective`` once (a vmapped grid would compile the solver twice more and, on CPU, run no
+    faster), and the golden-section branch is chosen with ``where``, so the search vmaps with one
+    evaluation per step. Returns ``(t, value, evaluations, at_bound)``; non-finite values count
+    as ``+inf``.
+    """
+    G = grid_points
+    n_gold = 0 if iters == 0 else max(iters, 2)
+    ts = jnp.linspace(math.log(lo), math.log(hi), G, dtype=dtype)
+    g = jnp.asarray(_GOLD, dtype)
+    inf = jnp.asarray(jnp.inf, dtype)
+    zero = jnp.zeros((), dtype)
+
+    def body(k, carry):
+        fs, a, b, c, d, fc, fd, t_best, f_best = carry
+        i = jnp.clip(jnp.argmin(fs), 1, G - 2)
+        a0, b0 = ts[i - 1], ts[i + 1]
+        left = fc < fd  # golden step: the minimum lies in [a, d]
+        a_g, b_g = jnp.where(left, a, c), jnp.where(left, d, b)
+        t_g = jnp.where(left, b_g - g * (b_g - a_g), a_g + g * (b_g - a_g))
+        t = jnp.where(
+            k < G,
+            ts[jnp.minimum(k, G - 1)],
+            jnp.where(k == G, b0 - g * (b0 - a0), jnp.where(k == G + 1, a0 + g * (b0 - a0), t_g)),
+        )
+        f = objective(t)
+        f = jnp.where(jnp.isfinite(f), f, inf).astype(dtype)
+        fs = jnp.where(k < G, fs.at[jnp.minimum(k, G - 1)].set(f), fs)
+        first, second, golden = k == G, k == G + 1, k > G + 1
+        a = jnp.where(first, a0, jnp.where(golden, a_g, a))
+        b = jnp.where(first, b0, jnp.where(golden, b_g, b))
+        c_new = jnp.where(first, t, jnp.where(golden, jnp.where(left, t, d), c))
+        fc_new = jnp.where(first, f, jnp.where(golden, jnp.where(left, f, fd), fc))
+        d_new = jnp.where(second, t, jnp.where(golden, jnp.where(left, c, t), d))
+        fd_new = jnp.where(second, f, jnp.where(golden, jnp.where(left, fc, f), fd))
+        better = f < f_best
+        return fs, a, b, c_new, d_new, fc_new, fd_new, jnp.where(better, t, t_best), jnp.where(better, f, f_best)
+
+    init = (jnp.full((G,), inf), zero, zero, zero, zero, inf, inf, ts[0], inf)
+    fs, *_, t_best, f_best = jax.lax.fori_loop(0, G + n_gold, body, init)
+    best = jnp.argmin(fs)
+    at_bound = (best == 0) | (best == G - 1)
+    return t_best, f_best, jnp.asarray(G + n_gold, jnp.int32), at_bound
