@@ -1,10 +1,29 @@
-"""Parameter selection without ground truth: discrepancy principle and GCV.
-
-(Bilevel ``fit``, ``sure``, ``lcurve`` and ``grid`` are in progress: see the issue note.)
-"""
+"""Parameter selection: bilevel fitting through the solver, discrepancy, GCV, SURE, L-curve, grid."""
 
 from ._common import RuleInfo, TuningWarning
 from .discrepancy import discrepancy
+from .fit import FitHistory, FitResult, fit
 from .gcv import gcv, gcv_score
+from .grid import GridResult, grid
+from .lcurve import lcurve
+from .secant import SecantState, secant
+from .sure import regularized_inverse, sure, sure_risk
 
-__all__ = ["RuleInfo", "TuningWarning", "discrepancy", "gcv", "gcv_score"]
+__all__ = [
+    "FitHistory",
+    "FitResult",
+    "GridResult",
+    "RuleInfo",
+    "SecantState",
+    "TuningWarning",
+    "discrepancy",
+    "fit",
+    "gcv",
+    "gcv_score",
+    "grid",
+    "lcurve",
+    "regularized_inverse",
+    "secant",
+    "sure",
+    "sure_risk",
+]

@@ -1,0 +1,354 @@
+r"""Bilevel fitting of regularisation weights with ground truth, by differentiating the solver.
+
+Given training pairs :math:`(x_b, y_b)_{b=1}^B` and a reconstruction
+:math:`\hat x(\theta; y) = \arg\min_x F(Ax; y) + R_\theta(x)` computed by a solver,
+
+.. math:: \min_{\phi}\; L(\phi) = \frac1B \sum_{b=1}^B \ell\big(\hat x(e^{\phi}; y_b),\, x_b\big),
+          \qquad \theta = e^{\phi} > 0 ,
+
+the upper level (default :math:`\ell` the mean squared error, any differentiable loss) over the
+log-weights :math:`\phi` (so weights stay positive and steps are relative). The weight
+:math:`\theta` is any pytree of positive arrays that ``make_problem(theta, y)`` understands: a
+scalar, a weight per regulariser term (a tuple), a per-direction vector (TV weights of shape
+``(2, 1, 1)``), a per-filter vector or a weight image. The gradient
+:math:`\nabla_\phi L` comes from the solver: the implicit function theorem at the fixed point
+(``diff="implicit"``, constant memory) or backpropagation through the iterations
+(``diff="unroll"``); see :mod:`invjax.solvers.driver` and, for the bilevel view, Kunisch &
+Pock, "A bilevel optimization approach for parameter learning in variational models", SIAM J.
+Imaging Sci. 6(2), 2013.
+
+Each outer step is one jitted call over the whole batch (``vmap`` of the lower-level solves,
+their gradient and the optax update). Each lower-level solve is warm-started from the previous
+step's (the weights change only a little between steps): from its whole solver state where that
+is valid for a new weight (ADMM; PDHG with a scalar weight), otherwise from its image. The loop over outer steps is a Python
+loop with an optional ``tqdm`` progress bar; it stops early, with a :class:`TuningWarning`, on a
+zero gradient (``make_problem`` ignores ``theta``) or a non-finite loss, and warns when
+lower-level solves stopped at ``max_iters`` (their gradients are then less accurate).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..solvers import ADMM, PDHG, solve
+from ._common import TuningWarning, check_count, check_make_problem, check_solver, real_dtype
+from .secant import secant
+
+_WARM = (None, False, "x", "state")
+
+
+class FitHistory(NamedTuple):
+    """Per-step record of :func:`fit` (numpy arrays; ``S`` steps run, ``B`` images).
+
+    Attributes:
+        loss: ``(S,)`` mean training loss at the weight of each step.
+        weight: the weight of each step: a pytree like ``init`` with leaves ``(S,) + shape``.
+        grad_norm: ``(S,)`` Euclidean norm of the gradient with respect to the log-weights.
+        iterations: ``(S, B)`` lower-level iterations of each solve.
+        converged: ``(S, B)`` whether each lower-level solve reached the solver's ``tol``.
+        seconds: ``(S,)`` wall time of each step (the first includes compilation).
+    """
+
+    loss: np.ndarray
+    weight: Any
+    grad_norm: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    seconds: np.ndarray
+
+
+class FitResult(NamedTuple):
+    """Output of :func:`fit`: the fitted ``weight`` (a pytree like ``init``) and its
+    :class:`FitHistory`. Unpacks as ``weight, history = fit(...)``."""
+
+    weight: Any
+    history: FitHistory
+
+
+def mse(x, x_true):
+    """The default loss: ``mean |x - x_true|^2``."""
+    return jnp.mean(jnp.abs(x - x_true) ** 2)
+
+
+def log_mse(x, x_true):
+    """``10 log10 mean |x - x_true|^2``: minus the PSNR up to a constant per image, so that the
+    batch mean is the mean PSNR, the usual figure of merit (``loss="psnr"``)."""
+    return 10.0 * jnp.log10(mse(x, x_true))
+
+
+_LOSSES = {"mse": mse, "psnr": log_mse}
+
+
+def fit(
+    make_problem,
+    x_true,
+    y,
+    init,
+    solver,
+    optimizer=None,
+    *,
+    steps: int = 50,
+    loss=None,
+    warm_start=None,
+    tol: float = 0.0,
+    progress: bool = True,
+) -> FitResult:
+    """Fit regularisation weights to training pairs by gradient descent through the solver.
+
+    Args:
+        make_problem: ``(theta, y) -> Problem`` for one image; ``theta`` has the structure of
+            ``init``.
+        x_true: ``(B,) + in_shape`` ground-truth images.
+        y: ``(B,) + out_shape`` their measurements (same ``B``, else ``ValueError``).
+        init: starting weight: a positive scalar, array or pytree of them (``ValueError`` for
+            entries ``<= 0``: the weights are optimised in log scale).
+        solver: any invjax solver (its ``diff`` mode gives the gradient; with
+            ``diff="implicit"``, ``adjoint_tol=1e-2`` and ``adjoint_restart=10`` are usually
+            accurate enough here and several times cheaper than the defaults). For ADMM with
+            warm starts, raise ``adapt_iters`` (e.g. ``10**6``): its count runs across warm
+            starts, so the default stops adapting the penalty after the first step's solve,
+            while the weight, and the best penalty, keep moving.
+        optimizer: an optax ``GradientTransformation`` acting on the log-weights (default
+            :func:`~invjax.tuning.secant`: secant steps that need no learning-rate tuning for
+            a few weights; use ``optax.adam`` for a weight image).
+        steps: maximum number of outer steps (default 50).
+        loss: ``loss(x, x_true) -> scalar`` per image, differentiable, averaged over the batch;
+            or ``"mse"`` (default) or ``"psnr"`` (``10 log10 MSE``, i.e. maximise the mean PSNR:
+            the mean MSE is dominated by the hardest images, and its optimum can sit
+            several tenths of a dB from that of the mean PSNR).
+        warm_start: how each lower-level solve starts: ``"x"`` from the previous step's image
+            (the solver re-initialises the rest; valid for every solver), ``"state"`` from the
+            whole previous solver state (duals, step sizes: fastest for ADMM/PDHG, but wrong for
+            solvers whose state holds problem-dependent quantities, such as CG's residual),
+            ``False`` cold. Default (``None``): ``"state"`` for ADMM, and for PDHG with a scalar
+            weight (its state holds the norm of the weighted operator otherwise), ``"x"`` for
+            the other solvers with ``diff="implicit"``, ``False`` with ``diff="unroll"`` (an
+            unrolled solve from a converged start has a truncated gradient).
+        tol: if ``> 0``, stop when no log-weight moved by more than ``tol`` in a step
+            (default 0: run ``steps`` steps).
+        progress: show a ``tqdm`` progress bar if tqdm is installed (default ``True``).
+
+    Returns:
+        :class:`FitResult` ``(weight, history)``.
+
+    Example:
+        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.TV(boundary="periodic"), w)
+        >>> solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6)
+        >>> weight, history = ij.tuning.fit(make, x_train, y_train, 1e-3, solver, steps=20, loss="psnr")
+    """
+    who = "tuning.fit"
+    check_solver(solver, who)
+    steps = check_count(steps, "steps", who)
+    x_true, y = jnp.asarray(x_true), jnp.asarray(y)
+    if x_true.ndim == 0 or y.ndim == 0 or x_true.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{who}: `x_true` and `y` must be batches with the same leading length, got shapes "
+            f"{tuple(x_true.shape)} and {tuple(y.shape)}"
+        )
+    if not jnp.issubdtype(y.dtype, jnp.inexact):
+        y = y.astype(jnp.result_type(float))
+    rdt = real_dtype(y)
+    theta0 = _check_init(init, rdt, who)
+    problem = check_make_problem(make_problem, theta0, y[0], who, one_image=False)
+    in_shape, out_shape = tuple(problem.op.in_shape), tuple(problem.op.out_shape)
+    if tuple(x_true.shape[1:]) != in_shape or tuple(y.shape[1:]) != out_shape:
+        raise ValueError(
+            f"{who}: expected `x_true` of shape (B,) + {in_shape} and `y` of shape (B,) + {out_shape}, "
+            f"got {tuple(x_true.shape)} and {tuple(y.shape)}"
+        )
+    optimizer = secant() if optimizer is None else optimizer
+    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
+        raise TypeError(f"{who}: `optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}")
+    loss = "mse" if loss is None else loss
+    if isinstance(loss, str):
+        if loss not in _LOSSES:
+            raise ValueError(f"{who}: `loss` must be 'mse', 'psnr' or a callable, got {loss!r}")
+        loss = _LOSSES[loss]
+    if not callable(loss):
+        raise TypeError(f"{who}: `loss` must be 'mse', 'psnr' or a callable (x, x_true) -> scalar")
+    if warm_start is True:
+        warm_start = "state"
+    if warm_start not in _WARM:
+        raise ValueError(f"{who}: `warm_start` must be None, False, 'x' or 'state', got {warm_start!r}")
+    if warm_start is None:
+        warm_start = _default_warm_start(solver, problem)
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"{who}: `tol` must be a number >= 0, got {tol!r}")
+
+    params = jax.tree_util.tree_map(jnp.log, theta0)
+    opt_state = optimizer.init(params)
+    batch = x_true.shape[0]
+    if warm_start == "state":
+        carry = _initial_states(make_problem, solver, theta0, y)
+    elif warm_start == "x":
+        carry = jnp.zeros((batch,) + in_shape, problem.op.dtype)
+    else:
+        carry = None
+    step_fn = functools.partial(_step, make_problem, solver, optimizer, loss, warm_start)
+
+    record = {"loss": [], "weight": [], "grad_norm": [], "iterations": [], "converged": [], "seconds": []}
+    bar = _progress(steps, progress)
+    try:
+        for _ in bar:
+            start = time.perf_counter()
+            new_params, new_opt, new_carry, value, gnorm, iters, conv = step_fn(params, opt_state, carry, x_true, y)
+            value, gnorm = float(value), float(gnorm)
+            record["seconds"].append(time.perf_counter() - start)
+            record["loss"].append(value)
+            record["weight"].append(jax.tree_util.tree_map(lambda p: np.exp(np.asarray(p)), params))
+            record["grad_norm"].append(gnorm)
+            record["iterations"].append(np.asarray(iters))
+            record["converged"].append(np.asarray(conv))
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{value:.4g}", iters=f"{np.mean(iters):.0f}", conv=f"{np.mean(conv):.0%}")
+            if not (np.isfinite(value) and np.isfinite(gnorm)):
+                warnings.warn(
+                    f"{who}: the loss or its gradient is not finite at step {len(record['loss'])} "
+                    f"(loss {value}, gradient norm {gnorm}); stopping with the last finite weight",
+                    TuningWarning,
+                    stacklevel=2,
+                )
+                break
+            if gnorm == 0.0:
+                warnings.warn(
+                    f"{who}: the gradient with respect to the weights is exactly zero (does `make_problem` "
+                    "use `theta`?); stopping",
+                    TuningWarning,
+                    stacklevel=2,
+                )
+                break
+            moved = max(
+                (float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(params))),
+                default=0.0,
+            )
+            params, opt_state, carry = new_params, new_opt, new_carry if warm_start else carry
+            if tol > 0 and moved <= tol:
+                break
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+
+    history = _history(record, theta0, batch)
+    unconverged = int(np.sum(~history.converged))
+    if unconverged:
+        warnings.warn(
+            f"{who}: the lower-level solver stopped at max_iters before reaching its tol in {unconverged} of "
+            f"{history.converged.size} solves (see history.converged); the gradients are then less accurate: "
+            "raise max_iters or loosen tol",
+            TuningWarning,
+            stacklevel=2,
+        )
+    return FitResult(weight=jax.tree_util.tree_map(jnp.exp, params), history=history)
+
+
+# ---- internals -------------------------------------------------------------------------------
+
+
+def _check_init(init, rdt, who):
+    def leaf(v):
+        v = jnp.asarray(v)
+        if jnp.issubdtype(v.dtype, jnp.complexfloating):
+            raise TypeError(f"{who}: `init` must be real, got {v.dtype}")
+        # a fixed, non-weak dtype: a weak-typed start would recompile the step after the first update
+        v = v.astype(v.dtype if jnp.issubdtype(v.dtype, jnp.floating) and not v.weak_type else rdt)
+        try:
+            value = np.asarray(v)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as err:
+            raise TypeError(f"{who}: `init` must be concrete (fit is not traceable)") from err
+        if not np.all(np.isfinite(value) & (value > 0)):
+            raise ValueError(
+                f"{who}: every entry of `init` must be finite and > 0 (the weights are optimised in log scale), "
+                f"got {value if value.size < 8 else 'an array with bad entries'}"
+            )
+        return v
+
+    theta = jax.tree_util.tree_map(leaf, init)
+    if not jax.tree_util.tree_leaves(theta):
+        raise ValueError(f"{who}: `init` holds no weights")
+    return theta
+
+
+def _default_warm_start(solver, problem):
+    # An unrolled solve from a converged start differentiates only the last few iterations.
+    if solver.diff != "implicit":
+        return False
+    # The whole state is a valid start for a new weight only where nothing in it depends on the
+    # weight: ADMM (iterates, duals, penalty; its loop constants hold A^H y and the circulant
+    # symbols of A and of the regulariser's operator without the weight), and PDHG with a scalar
+    # weight (its per-block norms ||K_i|| include an array weight). There, starting from the
+    # duals too saved ~3x the iterations of a start from the image alone. CG's state holds the
+    # residual of the old system, FISTA's step may depend on the weight: they restart from x.
+    if isinstance(solver, ADMM) or (isinstance(solver, PDHG) and problem.scalar_weight):
+        return "state"
+    return "x"
+
+
+@eqx.filter_jit
+def _initial_states(make_problem, solver, theta, y):
+    def one(yi):
+        problem = make_problem(theta, yi)
+        return solver.init(problem, jnp.zeros(problem.op.in_shape, problem.op.dtype))
+
+    return jax.vmap(one)(y)
+
+
+# module level, with the callables as static arguments: a second fit with the same
+# make_problem, solver, optimizer and loss reuses the compiled step
+@eqx.filter_jit
+def _step(make_problem, solver, optimizer, loss, warm_start, params, opt_state, carry, x_true, y):
+    def objective(params):
+        theta = jax.tree_util.tree_map(jnp.exp, params)
+
+        def one(xt, yi, c):
+            problem = make_problem(theta, yi)
+            if warm_start == "state":
+                sol = solve(problem, solver, warm_start=c)
+            else:
+                sol = solve(problem, solver, x0=c)
+            return loss(sol.x, xt), sol
+
+        values, sols = jax.vmap(one)(x_true, y, carry)
+        return jnp.mean(values), sols
+
+    (value, sols), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    new_carry = sols.state if warm_start == "state" else jax.lax.stop_gradient(sols.x)
+    gnorm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grads)))
+    return params, opt_state, new_carry, value, gnorm, sols.stats.iterations, sols.stats.converged
+
+
+def _progress(steps, progress):
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(range(steps), desc="tuning.fit", leave=False)
+    return range(steps)
+
+
+def _history(record, theta0, batch):
+    n = len(record["loss"])
+    if n:
+        weights = jax.tree_util.tree_map(lambda *w: np.stack(w), *record["weight"])
+    else:
+        weights = jax.tree_util.tree_map(lambda w: np.zeros((0,) + np.shape(w)), theta0)
+    return FitHistory(
+        loss=np.asarray(record["loss"], dtype=float),
+        weight=weights,
+        grad_norm=np.asarray(record["grad_norm"], dtype=float),
+        iterations=np.asarray(record["iterations"]).reshape(n, batch),
+        converged=np.asarray(record["converged"], dtype=bool).reshape(n, batch),
+        seconds=np.asarray(record["seconds"], dtype=float),
+    )
