@@ -102,7 +102,11 @@ def split_terms(problem: Problem, *, keep_quadratic_fidelity: bool, constraint_a
 
 
 def stacked_norm(ops, key=None, iters: int = 50):
-    """``||[K_1; K_2; ...]||`` by power iteration on ``sum_i K_i^H K_i``."""
+    """``||[K_1; K_2; ...]||``: exact from the Fourier symbols when every ``K_i`` is circulant,
+    else by power iteration on ``sum_i K_i^H K_i``."""
+    symbols = [K.fourier_symbol() for K in ops]
+    if all(s is not None for s in symbols):
+        return jnp.sqrt(jnp.max(sum(jnp.sum(jnp.abs(s) ** 2, axis=0) for s in symbols)))
     key = jax.random.PRNGKey(0) if key is None else key
     shape, dtype = ops[0].in_shape, ops[0].dtype
     v = jax.random.normal(key, shape, jnp.finfo(dtype).dtype).astype(dtype)

@@ -1,4 +1,4 @@
-"""PDHG (Chambolle–Pock) with adaptive primal/dual step balancing."""
+"""PDHG (Chambolle–Pock) with block-normalised steps and an adaptive primal weight."""
 
 import equinox as eqx
 import jax
@@ -11,12 +11,23 @@ from .driver import IterativeSolver
 class _State(eqx.Module):
     x: jax.Array
     p: tuple
-    tau: jax.Array
-    sigma: jax.Array
-    alpha: jax.Array
+    kx: tuple  # K_i x, carried so that an iteration applies each K_i and K_i^H once
+    ktp: tuple  # K_i^H p_i
+    eta: jax.Array  # sqrt(tau sigma): fixed
+    omega: jax.Array  # primal weight sqrt(sigma / tau): adapted
     res: jax.Array
     k: jax.Array
     scales: tuple  # ||K_i|| per dual block
+    x_ref: jax.Array  # iterates at the last primal-weight update
+    p_ref: tuple
+
+    @property
+    def tau(self):
+        return self.eta / self.omega
+
+    @property
+    def sigma(self):
+        return self.eta * self.omega
 
 
 def _norm(tree):
@@ -32,22 +43,48 @@ class PDHG(IterativeSolver):
     .. math::
         x^+ &= \operatorname{prox}_{\tau G}\big(x - \tau \textstyle\sum_i K_i^H p_i\big), \quad
         \bar x = 2 x^+ - x, \\
-        p_i^+ &= \operatorname{prox}_{\sigma h_i^*}(p_i + \sigma K_i \bar x) .
+        p_i^+ &= \operatorname{prox}_{\sigma_i h_i^*}(p_i + \sigma_i K_i \bar x) .
 
-    **Block-normalised steps.** Each dual block ``i`` gets the step ``sigma / n_i²`` with
-    ``n_i = ||K_i||`` (power iteration), which is PDHG on the rescaled blocks ``K_i / n_i``
-    (a block-diagonal preconditioner, cf. Pock & Chambolle, ICCV 2011): a CT projector with
-    ``||A|| ~ 60`` and finite differences with ``||D|| ~ 2.8`` then share one ``tau, sigma``
-    pair with ``tau sigma ||[K_1/n_1; K_2/n_2; ...]||² < 1``.
+    ``K_i x`` and ``K_i^H p_i`` are carried from one iteration to the next, so each iteration
+    applies every ``K_i`` and ``K_i^H`` once (for TV deblurring: four FFTs).
 
-    **Adaptive ratio.** ``tau / sigma`` matters (measured: on 128² 30-angle CT TV the best fixed
-    ratio is ~1e-5, on 256² TV deblurring ~100), so by default it adapts by residual
-    balancing (Goldstein, Li, Yuan, Esser & Baraniuk, "Adaptive primal-dual splitting
-    methods", 2015): while the primal residual norm ``||P||`` exceeds ``adapt_threshold``
-    times the (block-normalised) dual residual norm ``||D||``, ``tau`` grows and ``sigma``
-    shrinks by ``1 / (1 - alpha)`` (and conversely), keeping ``tau sigma`` fixed; ``alpha``
-    starts at 0.5 and is multiplied by ``adapt_decay`` at each adaptation, so the steps
-    settle. The residuals
+    **Block-normalised steps.** Each dual block ``i`` gets the step ``sigma_i = sigma / n_i²``
+    with ``n_i = ||K_i||`` (exact for circulant operators, else power iteration), which is PDHG
+    on the rescaled blocks ``K_i / n_i`` (a block-diagonal preconditioner, cf. Pock & Chambolle,
+    ICCV 2011): a CT projector with ``||A|| ~ 60`` and finite differences with ``||D|| ~ 2.8``
+    then share one pair ``tau, sigma`` with ``tau sigma L² < 1``, ``L`` the norm of the stack
+    ``[K_1/n_1; K_2/n_2; ...]``.
+
+    **Adaptive primal weight.** The product ``tau sigma = eta²`` is fixed; the ratio is set by
+    the primal weight ``omega = sqrt(sigma / tau)`` (``tau = eta / omega``,
+    ``sigma = eta omega``). The ergodic bound of PDHG, ``(||x_0 - x*||² / tau + ||p_0 - p*||² /
+    sigma) / k``, is smallest for ``omega = ||p_0 - p*|| / ||x_0 - x*||``, and the ratio matters
+    (measured on 128² 30-angle CT TV: the best fixed ``tau / sigma`` is ~1e-5, on 256² TV
+    deblurring ~100; a poor one costs over 4x the iterations). Every ``adapt_every`` iterations
+    ``omega`` moves towards the ratio of how far the dual and the primal iterates travelled
+    since the last update (block-normalised units),
+
+    .. math:: \log\omega \leftarrow \theta \log\frac{\|\tilde p_k - \tilde p_{k-w}\|}{\|x_k - x_{k-w}\|}
+              + (1 - \theta) \log\omega ,
+
+    the primal-weight rule of PDLP (Applegate, Díaz, Hinder, Lu, Lubin, O'Donoghue & Schudy,
+    "Practical large-scale linear programming using primal-dual hybrid gradient", NeurIPS
+    2021), applied on a fixed schedule instead of at restarts. Without restarts the rule feeds
+    on itself once the primal has settled and the dual still moves (TV duals are not unique):
+    a larger ``omega`` makes the dual move more, which raises ``omega`` again (measured: 1e10 on
+    a small deblurring problem, which then never converged). So an update is taken only where
+    the residuals below agree with it, Goldstein-style (Goldstein, Li, Yuan, Esser & Baraniuk,
+    "Adaptive primal-dual splitting methods", 2015): ``omega`` rises only while
+    ``||D|| > ||P|| / adapt_guard`` and falls only while ``||P|| > ||D|| / adapt_guard``; and
+    updates stop once either movement is at rounding level.
+
+    Measured with the defaults (objective within 1e-4 relative of the optimum; stopping
+    residual below 1e-4), 128² images, 30 angles, 5 % noise: Shepp-Logan at ``weight`` 1, 3,
+    10: 271/405, 236/431, 407/707 iterations; two random-ellipse images at ``weight`` 1 and 3:
+    226-432/337-827, at the over-smoothing ``weight`` 10: 352/623 and 675/1236. 256² Shepp-Logan TV deblurring: 249/593. The
+    best fixed ratio of each problem (searched by hand) needs about as many.
+
+    **Stopping.** The residuals
 
     .. math:: P = (x - x^+)/\tau - K^H(p - p^+), \qquad
               D_i = \big((p_i - p_i^+)/\sigma_i - K_i(x - x^+)\big) / n_i
@@ -56,20 +93,24 @@ class PDHG(IterativeSolver):
     residual (their max).
 
     Args:
-        tau, sigma: step sizes (``None``: ``0.99 / ||K||`` each, before adaptation, ``K`` the
-            block-normalised stack). Given both, ``tau sigma ||K||² < 1`` is checked at run
-            time.
-        adaptive: balance the residuals by adapting the ratio (default ``True``).
-        norm_iters: power iterations for the block norms ``n_i`` and the stacked norm.
-        adapt_decay, adapt_threshold: see "Adaptive ratio" (defaults 0.995 and 2).
+        tau, sigma: step sizes (``None``: ``0.99 / L`` each). Given both, ``tau sigma L² < 1``
+            is checked at run time; given one, the other is ``0.99 / (given L²)``. With
+            ``adaptive=True`` they set the product and the starting ratio.
+        adaptive: adapt the primal weight (default ``True``).
+        adapt_every: iterations between primal-weight updates (default 10).
+        adapt_smoothing: ``theta`` in (0, 1] (default 0.5).
+        adapt_guard: ``>= 1``; how far the residuals may disagree with an update (default 10).
+        norm_iters: power iterations for the block norms ``n_i`` and ``L`` (non-circulant
+            operators).
     """
 
     tau: float | None = eqx.field(static=True, default=None)
     sigma: float | None = eqx.field(static=True, default=None)
     adaptive: bool = eqx.field(static=True, default=True)
+    adapt_every: int = eqx.field(static=True, default=10)
+    adapt_smoothing: float = eqx.field(static=True, default=0.5)
     norm_iters: int = eqx.field(static=True, default=30)
-    adapt_decay: float = eqx.field(static=True, default=0.995)
-    adapt_threshold: float = eqx.field(static=True, default=2.0)
+    adapt_guard: float = eqx.field(static=True, default=10.0)
 
     def validate(self, problem):
         if not self._terms(problem)[1]:
@@ -78,6 +119,12 @@ class PDHG(IterativeSolver):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(f"PDHG: `{name}` must be > 0, got {v}")
+        if not (isinstance(self.adapt_every, int) and self.adapt_every >= 1):
+            raise ValueError(f"PDHG: `adapt_every` must be an int >= 1, got {self.adapt_every!r}")
+        if not 0 < self.adapt_smoothing <= 1:
+            raise ValueError(f"PDHG: `adapt_smoothing` must be in (0, 1], got {self.adapt_smoothing}")
+        if not self.adapt_guard >= 1:
+            raise ValueError(f"PDHG: `adapt_guard` must be >= 1, got {self.adapt_guard}")
 
     def _terms(self, problem):
         return split_terms(problem, keep_quadratic_fidelity=False, constraint_as_term=False)
@@ -86,7 +133,8 @@ class PDHG(IterativeSolver):
         _, terms = self._terms(problem)
         real = jnp.finfo(x0.dtype).dtype
         scales = tuple(jnp.maximum(K.norm(iters=self.norm_iters), jnp.finfo(real).tiny).astype(real) for K, _ in terms)
-        # norm of the block-normalised stack [K_1 / n_1; K_2 / n_2; ...] (at most sqrt(#blocks))
+        # norm of the block-normalised stack [K_1 / n_1; K_2 / n_2; ...] (at most sqrt(#blocks));
+        # power iteration approaches it from below: inflate by 1 %
         L = stacked_norm([K / n for (K, _), n in zip(terms, scales)], iters=self.norm_iters).astype(real) * 1.01
         if self.tau is None and self.sigma is None:
             tau = sigma = 0.99 / L
@@ -100,45 +148,68 @@ class PDHG(IterativeSolver):
             other = 0.99 / (given * L**2)
             tau, sigma = (given, other) if self.tau is not None else (other, given)
         p = tuple(jnp.zeros(K.out_shape, K.out_dtype) for K, _ in terms)
+        kx = tuple(K.mv(x0) for K, _ in terms)
+        ktp = tuple(jnp.zeros_like(x0) for _ in terms)
         inf = jnp.asarray(jnp.inf, real)
-        return _State(x0, p, tau, sigma, jnp.asarray(0.5, real), inf, jnp.zeros((), jnp.int32), scales)
-
-    def _iterate(self, problem, x, p, tau, sigma, scales):
-        _, terms = self._terms(problem)
-        kt_p = sum(K.rmv(pi) for (K, _), pi in zip(terms, p))
-        x_new = x - tau * kt_p
-        if problem.constraint is not None:
-            x_new = problem.constraint.prox(x_new, tau)
-        xbar = 2 * x_new - x
-        p_new = tuple(
-            g.prox_conj(pi + (sigma / n**2) * K.mv(xbar), sigma / n**2) for (K, g), pi, n in zip(terms, p, scales)
+        return _State(
+            x=x0, p=p, kx=kx, ktp=ktp, eta=jnp.sqrt(tau * sigma), omega=jnp.sqrt(sigma / tau), res=inf,
+            k=jnp.zeros((), jnp.int32), scales=scales, x_ref=x0, p_ref=p,
         )
-        return x_new, p_new, kt_p
+
+    def _primal(self, problem, x, ktp_sum, tau):
+        """``(pre, x+)``: the gradient point ``x - tau K^H p`` and its prox."""
+        pre = x - tau * ktp_sum
+        return pre, (pre if problem.constraint is None else problem.constraint.prox(pre, tau))
+
+    def _dual(self, terms, p, kxbar, sigma, scales):
+        return tuple(
+            g.prox_conj(pi + (sigma / n**2) * kxb, sigma / n**2) for (_, g), pi, kxb, n in zip(terms, p, kxbar, scales)
+        )
 
     def step(self, problem, s):
         _, terms = self._terms(problem)
-        x, p, kt_p_old = self._iterate(problem, s.x, s.p, s.tau, s.sigma, s.scales)
-        dx = s.x - x
-        kt_p = sum(K.rmv(pi) for (K, _), pi in zip(terms, p))
-        primal = dx / s.tau - (kt_p_old - kt_p)
+        tau, sigma = s.tau, s.sigma
+        ktp_sum = sum(s.ktp)
+        pre, x = self._primal(problem, s.x, ktp_sum, tau)
+        xbar = 2 * x - s.x
+        kxbar = tuple(K.mv(xbar) for K, _ in terms)
+        p = self._dual(terms, s.p, kxbar, sigma, s.scales)
+        ktp = tuple(K.rmv(pi) for (K, _), pi in zip(terms, p))
+        kx = tuple((a + b) / 2 for a, b in zip(kxbar, s.kx))  # K x+ = (K xbar + K x) / 2
+        # P = (x - x+)/tau - K^H (p - p+) = K^H p+ + (pre - x+)/tau, the second term an element of
+        # the normal cone of the constraint: written this way, rounding in x+ is not divided by tau
+        primal = sum(ktp) if problem.constraint is None else sum(ktp) + (pre - x) / tau
         # dual residual per block in block-normalised units: ((p - p+) / sigma_i - K_i dx) / n_i
         dual = tuple(
-            ((a - b) / (s.sigma / n**2) - K.mv(dx)) / n for (K, _), a, b, n in zip(terms, s.p, p, s.scales)
+            ((a - b) / (sigma / n**2) - (c - d)) / n for a, b, c, d, n in zip(s.p, p, s.kx, kx, s.scales)
         )
         # each residual relative to the terms it balances (at the solution sum_i K_i^H p_i =
         # -grad G is often 0, so the primal one is scaled by the separate terms)
-        rp = ratio(_norm(primal), sum(_norm(K.rmv(pi)) for (K, _), pi in zip(terms, p)))
-        rd = ratio(_norm(dual), _norm(tuple(K.mv(x) / n for (K, _), n in zip(terms, s.scales))))
-        tau, sigma, alpha = s.tau, s.sigma, s.alpha
+        rp = ratio(_norm(primal), sum(_norm(t) for t in ktp))
+        rd = ratio(_norm(dual), _norm(tuple(c / n for c, n in zip(kx, s.scales))))
+        res = jnp.maximum(rp, rd).astype(tau.dtype)
+        omega, x_ref, p_ref = s.omega, s.x_ref, s.p_ref
         if self.adaptive:
-            np_, nd = _norm(primal), _norm(dual)
-            up = np_ > self.adapt_threshold * nd
-            down = nd > self.adapt_threshold * np_
-            f = jnp.where(up, 1 / (1 - alpha), jnp.where(down, 1 - alpha, 1.0))
-            tau, sigma = tau * f, sigma / f
-            alpha = jnp.where(up | down, alpha * self.adapt_decay, alpha)
-        res = jnp.maximum(rp, rd).astype(s.tau.dtype)
-        return _State(x, p, tau, sigma, alpha, res, s.k + 1, s.scales)
+            due = ((s.k + 1) % self.adapt_every) == 0
+            moved_x = _norm(x - s.x_ref)
+            moved_p = _norm(tuple(n * (a - b) for a, b, n in zip(p, s.p_ref, s.scales)))
+            # skip the update when either movement is at rounding level (converged iterates)
+            floor = 100 * jnp.finfo(tau.dtype).eps
+            ok = due & (moved_x > floor * _norm(x)) & (moved_p > floor * _norm(tuple(n * a for a, n in zip(p, s.scales))))
+            target = jnp.log(jnp.where(ok, moved_p, 1.0)) - jnp.log(jnp.where(ok, moved_x, 1.0))
+            # guard: move omega up (favouring the dual) only while the dual residual is not far
+            # below the primal one, and down only while the primal one is not far below the dual
+            up = target > jnp.log(s.omega)
+            ok = ok & jnp.where(up, rd * self.adapt_guard > rp, rp * self.adapt_guard > rd)
+            theta = self.adapt_smoothing
+            new_omega = jnp.exp(theta * target + (1 - theta) * jnp.log(s.omega))
+            omega = jnp.where(ok, new_omega, s.omega).astype(s.omega.dtype)
+            x_ref = jnp.where(due, x, s.x_ref)
+            p_ref = tuple(jnp.where(due, a, b) for a, b in zip(p, s.p_ref))
+        return _State(
+            x=x, p=p, kx=kx, ktp=ktp, eta=s.eta, omega=omega, res=res, k=s.k + 1, scales=s.scales,
+            x_ref=x_ref, p_ref=p_ref,
+        )
 
     def residual(self, problem, old, new):
         return new.res
@@ -147,9 +218,13 @@ class PDHG(IterativeSolver):
         return (state.x, state.p)
 
     def fixed_point(self, problem, xp, state):
+        # the plain PDHG map, from scratch (no carried products), so that derivatives reach the
+        # operators and the data
         x, p = xp
-        x_new, p_new, _ = self._iterate(problem, x, p, state.tau, state.sigma, state.scales)
-        return (x_new, p_new)
+        _, terms = self._terms(problem)
+        _, x_new = self._primal(problem, x, sum(K.rmv(pi) for (K, _), pi in zip(terms, p)), state.tau)
+        kxbar = tuple(K.mv(2 * x_new - x) for K, _ in terms)
+        return (x_new, self._dual(terms, p, kxbar, state.sigma, state.scales))
 
     def x_from_fixed_point(self, problem, xp, state):
         return xp[0]
