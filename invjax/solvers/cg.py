@@ -48,8 +48,11 @@ class CG(FixedPointOnX):
         return smooth_grad(problem, x, with_regularizer=problem.regularizer is not None)
 
     def _matvec(self, problem, x):
-        # H x = grad(x) - grad(0) for the affine gradient of a quadratic
-        return self._grad(problem, x) - self._grad(problem, jnp.zeros_like(x))
+        # H x: the linear part of the affine gradient, by a JVP. (Not grad(x) - grad(0): that
+        # difference carries an absolute rounding error of eps ||A^H y||, which swamps H p once the
+        # search direction p is small; measured in float32 on 128² Tikhonov deblurring: the error
+        # to the closed form grew from 2% to 42% between iterations 50 and 3000.)
+        return jax.jvp(lambda v: self._grad(problem, v), (jnp.zeros_like(x),), (x,))[1]
 
     def init(self, problem, x0):
         b = -self._grad(problem, jnp.zeros_like(x0))

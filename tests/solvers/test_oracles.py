@@ -49,14 +49,16 @@ def test_cg_tikhonov_equals_closed_form_fft(x64):
 
 
 def test_cg_tikhonov_float32_accuracy():
-    """float32: the error is bounded by cond(H) * eps; measured ~6e-4 for cond = 100."""
+    """float32 meets the issue's 1e-4 too (measured 2.2e-5 at tol=1e-6, cond(H) = 100).
+
+    (Before CG applied H by a JVP, as grad(x) - grad(0), rounding capped this at ~6e-4.)"""
     x, psf, A, y = _deblur_data(psf_size=9, sigma=2.0)
     lam = 0.01
     A32 = ij.operators.Convolution(psf.astype(np.float32), y.shape)
-    sol = ij.solve(ij.Problem(A32, y.astype(np.float32), fn.SquaredL2(), weight=lam), ij.solvers.CG(max_iters=500, tol=1e-5))
+    sol = ij.solve(ij.Problem(A32, y.astype(np.float32), fn.SquaredL2(), weight=lam), ij.solvers.CG(max_iters=500, tol=1e-6))
     ref = _tikhonov_fft(psf, y, lam)
-    assert sol.x.dtype == jnp.float32
-    assert np.linalg.norm(sol.x - ref) / np.linalg.norm(ref) < 2e-3
+    assert sol.x.dtype == jnp.float32 and bool(sol.stats.converged)
+    assert np.linalg.norm(sol.x - ref) / np.linalg.norm(ref) < 1e-4
 
 
 def _cvxpy_tv(A, y, lam, tv):
