@@ -83,6 +83,9 @@ def deblur(quick=False):
         make=lambda w, y: ij.Problem(A, y, reg, w),
         # (adapt_iters: keep adapting the penalty across fit's warm starts)
         solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6),
+        # SURE's *value* needs converged solves (at tol 1e-3 it read 13 % low in expectation:
+        # the implicit divergence is that of the fixed point, not of the returned iterate)
+        accurate_solver=ij.solvers.ADMM(max_iters=2000, tol=1e-4, adjoint_tol=1e-3, adjoint_restart=20),
         x_train=x_train, y_train=noisy(k1, x_train), x_test=x_test, y_test=noisy(k2, x_test),
         sigma_test=jnp.full((8,), sigma),
         grid=jnp.logspace(-5, -1, 40),
@@ -113,6 +116,7 @@ def ct(quick=False):
         title=f"TV sparse-view CT, random ellipses {n}^2, 30 angles, 5% noise (FISTA)",
         make=lambda w, y: ij.Problem(A, y, reg, w),
         solver=ij.solvers.FISTA(max_iters=1000, tol=1e-4, adjoint_tol=0.1, adjoint_restart=10),
+        accurate_solver=ij.solvers.FISTA(max_iters=3000, tol=1e-5, adjoint_tol=1e-2, adjoint_restart=20),
         x_train=x[:8], y_train=y[:8], x_test=x[8:], y_test=y[8:],
         sigma_test=sigma[8:],
         grid=jnp.logspace(np.log10(0.3), np.log10(300), 40),
@@ -245,7 +249,10 @@ def run_tv(P, log):
 
     # SURE's value against the true risk around each image's oracle weight
     rule_records["sure_accuracy"] = _sure_accuracy(P, keys, g_test.per_image_weight)
-    log(f"  SURE relative error around the optimum: {rule_records['sure_accuracy']['max_rel_error']:.3f} (max)")
+    acc = rule_records["sure_accuracy"]
+    log(f"  SURE / true risk - 1 around the optimum: per image (one draw) max {acc['max_rel_error']:.3f}; "
+        f"in expectation ({acc['expectation']['draws']} draws) {np.round(acc['expectation']['rel_error'], 3)} "
+        f"+- {np.round(acc['expectation']['stderr'], 3)}")
     return dict(
         title=P["title"], oracle_weight=oracle_w, oracle_psnr=oracle_psnr, per_image_oracle=per_oracle.tolist(),
         per_image_oracle_weight=np.asarray(g_test.per_image_weight).tolist(),
@@ -254,25 +261,56 @@ def run_tv(P, log):
     )
 
 
-def _sure_accuracy(P, keys, w_oracle):
-    """SURE against the true (weighted) risk at 0.5x, 1x, 2x each image's oracle weight."""
-    make, solver, W = P["make"], P["solver"], P["weighting"]
+def _sure_vs_risk(make, solver, W, x, y, s, k, w):
+    """SURE at weight ``w`` and the true (weighted) measurement-domain risk of that solve."""
+    est = ij.tuning.sure_risk(make, w, y, s, k, solver, weighting=W)
+    problem = make(w, y)
+    e = problem.op.mv(ij.solve(problem, solver).x - x)
+    e = e if W is None else W(e)
+    return est, jnp.mean(e**2)
 
-    @jax.jit
-    def one(x, y, s, k, w):
-        est = ij.tuning.sure_risk(make, w, y, s, k, solver, weighting=W)
-        problem = make(w, y)
-        e = problem.op.mv(ij.solve(problem, solver).x - x)
-        e = e if W is None else W(e)
-        return est, jnp.mean(e**2)
 
+def _sure_accuracy(P, keys, w_oracle, draws=32):
+    """SURE against the true risk at 0.5x, 1x, 2x the oracle weight, with ``P["accurate_solver"]``.
+
+    Two views. Per image (one noise draw each), the error is dominated by the weight-independent
+    term ``(||n||^2 - m sigma^2) / m`` of SURE, whose standard deviation is ``sigma^2 sqrt(2 / m)``:
+    an estimate of the *expected* risk cannot match one draw's error better than that. In
+    expectation, for the first held-out image and ``draws`` fresh noise draws, the mean SURE is
+    compared with the mean true risk (the quantity SURE estimates without bias).
+    """
+    make, solver, W = P["make"], P.get("accurate_solver", P["solver"]), P["weighting"]
     factors = jnp.asarray([0.5, 1.0, 2.0])
+    one = jax.jit(lambda x, y, s, k, w: _sure_vs_risk(make, solver, W, x, y, s, k, w))
     est, true = jax.vmap(
         lambda x, y, s, k, w: jax.vmap(lambda f: one(x, y, s, k, f * w))(factors)
     )(P["x_test"], P["y_test"], P["sigma_test"], keys, w_oracle)
     rel = np.asarray(est / true - 1)
-    return dict(factors=[0.5, 1.0, 2.0], rel_error=rel.tolist(), max_rel_error=float(np.max(np.abs(rel))),
-                mean_abs_rel_error=float(np.mean(np.abs(rel))))
+    sig = np.asarray(P["sigma_test"])
+    m = int(np.prod(P["y_test"].shape[1:]))
+    noise_floor = (sig**2 * np.sqrt(2.0 / m))[:, None] / np.asarray(true)
+    # expectation over noise draws, first held-out image
+    x0, s0 = P["x_test"][0], P["sigma_test"][0]
+    op = make(w_oracle[0], P["y_test"][0]).op
+    clean = op.mv(x0)
+    noise = jax.random.normal(jax.random.PRNGKey(21), (draws,) + tuple(clean.shape), clean.dtype)
+    ys = clean + s0 * noise
+    dkeys = jax.random.split(jax.random.PRNGKey(22), draws)
+    e_est, e_true = [], []
+    for f in [0.5, 1.0, 2.0]:
+        a, b = jax.lax.map(lambda yk: one(x0, yk[0], s0, yk[1], f * w_oracle[0]), (ys, dkeys))
+        e_est.append(np.asarray(a))
+        e_true.append(np.asarray(b))
+    e_est, e_true = np.stack(e_est), np.stack(e_true)
+    mean_rel = e_est.mean(axis=1) / e_true.mean(axis=1) - 1
+    stderr = (e_est - e_true).std(axis=1, ddof=1) / np.sqrt(draws) / e_true.mean(axis=1)
+    return dict(
+        factors=[0.5, 1.0, 2.0], rel_error=rel.tolist(), max_rel_error=float(np.max(np.abs(rel))),
+        mean_abs_rel_error=float(np.mean(np.abs(rel))),
+        noise_floor_rel=noise_floor.tolist(),
+        expectation=dict(image=0, draws=draws, rel_error=mean_rel.tolist(), stderr=stderr.tolist(),
+                         max_rel_error=float(np.max(np.abs(mean_rel)))),
+    )
 
 
 # ---- tikhonov / gcv ------------------------------------------------------------------------------
@@ -357,9 +395,8 @@ def aniso(quick=False):
     reg = fn.TV(boundary="periodic")
     return dict(
         make=lambda w, y: ij.Problem(A, y, reg, w),
-        # an array weight makes the regulariser's operator non-circulant: ADMM's x-step runs CG,
-        # whose gradient turns NaN once the inner CG converges to underflow: few CG steps
-        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, cg_iters=4, adapt_iters=10**6),
+        # an array weight makes the regulariser's operator non-circulant: ADMM's x-step runs CG
+        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6),
         x_train=x[:8], y_train=y[:8], x_test=x[8:], y_test=y[8:],
         grid=jnp.logspace(-3, 0, 40), init=0.03, steps=15,
         title=f"TV, horizontal bars {n}^2, 5x5 blur, sigma 0.05: a weight per direction (ADMM)",

@@ -118,7 +118,11 @@ class IterativeSolver(eqx.Module):
         adjoint_tol, adjoint_iters: relative GMRES tolerance (default ``sqrt(eps)`` of the dtype:
             ~3e-4 in float32, where GMRES stagnates on rounding below that, ~1.5e-8 in float64) and iteration limit of the implicit
             tangent/adjoint solve; ``adjoint_restart`` is the GMRES restart length (memory:
-            that many copies of the fixed-point variables).
+            that many copies of the fixed-point variables). A solve whose relative residual ends
+            above ``10 * adjoint_tol`` raises at run time (``equinox.EquinoxRuntimeError``) rather
+            than return a wrong derivative (``adjoint_failure="raise"``, default), or gives NaN
+            derivatives (``"nan"``: for callers that treat them as a failed evaluation, as the
+            tuning rules do).
     """
 
     max_iters: int = eqx.field(static=True, default=500, kw_only=True)
@@ -128,6 +132,7 @@ class IterativeSolver(eqx.Module):
     adjoint_tol: float | None = eqx.field(static=True, default=None, kw_only=True)
     adjoint_iters: int = eqx.field(static=True, default=200, kw_only=True)
     adjoint_restart: int = eqx.field(static=True, default=20, kw_only=True)
+    adjoint_failure: str = eqx.field(static=True, default="raise", kw_only=True)
 
     def __check_init__(self):
         who = type(self).__name__
@@ -137,6 +142,8 @@ class IterativeSolver(eqx.Module):
             raise ValueError(f"{who}: `tol` must be a finite number >= 0, got {self.tol!r}")
         if self.diff not in _DIFF_MODES:
             raise ValueError(f"{who}: `diff` must be one of {_DIFF_MODES}, got {self.diff!r}")
+        if self.adjoint_failure not in ("raise", "nan"):
+            raise ValueError(f"{who}: `adjoint_failure` must be 'raise' or 'nan', got {self.adjoint_failure!r}")
         if self.checkpoint is not None and (not isinstance(self.checkpoint, int) or self.checkpoint < 0):
             raise ValueError(f"{who}: `checkpoint` must be None or an int >= 0, got {self.checkpoint!r}")
 
@@ -251,10 +258,27 @@ class IterativeSolver(eqx.Module):
 
     def _adjoint_solve(self, matvec, b):
         leaf = jax.tree_util.tree_leaves(b)[0]
-        rtol = self.adjoint_tol if self.adjoint_tol is not None else math.sqrt(float(jnp.finfo(leaf.dtype).eps))
+        rtol = self._adjoint_rtol(leaf.dtype)
         restart = min(self.adjoint_restart, self.adjoint_iters)
         sol, _ = gmres(matvec, b, tol=rtol, atol=0.0, restart=restart, maxiter=max(1, self.adjoint_iters // restart))
-        return sol
+        # jax's gmres reports only NaN: check the residual, so that a tangent or adjoint solve that
+        # stopped far from its tolerance fails loudly instead of returning a wrong derivative
+        resid = _tree_norm(jax.tree_util.tree_map(lambda a, c: a - c, b, matvec(sol)))
+        rel = resid / jnp.maximum(_tree_norm(b), jnp.finfo(resid.dtype).tiny)
+        failed = ~(rel <= 10 * rtol)
+        if self.adjoint_failure == "nan":
+            return jax.tree_util.tree_map(lambda a: jnp.where(failed, jnp.nan, a).astype(a.dtype), sol)
+        return eqx.error_if(
+            sol,
+            failed,
+            f"{type(self).__name__}, diff='implicit': the GMRES solve of the implicit derivative stopped with a "
+            f"relative residual above 10 * adjoint_tol = {10 * rtol:.2g} after adjoint_iters={self.adjoint_iters} "
+            f"iterations (restart {restart}): raise adjoint_iters or adjoint_restart, loosen adjoint_tol, or use "
+            "diff='unroll'",
+        )
+
+    def _adjoint_rtol(self, dtype):
+        return self.adjoint_tol if self.adjoint_tol is not None else math.sqrt(float(jnp.finfo(dtype).eps))
 
 
 class FixedPointOnX(IterativeSolver):

@@ -29,12 +29,18 @@ class RuleInfo(NamedTuple):
         solves: lower-level solves spent, tangent (JVP) solves included (int32).
         at_bound: ``True`` when the choice sits at an end of ``bounds`` (the optimum, or the
             discrepancy root, may lie outside: widen ``bounds``).
+        converged: ``True`` when the lower-level solve(s) at ``weight`` reached the solver's
+            ``tol``. GCV and SURE trust only criterion values from converged solves (a
+            derivative through a solve stopped early is that of the fixed point, not of the
+            iterate returned, and SURE then reads too low); when none converged the choice is
+            meaningless and this is ``False``: raise ``max_iters`` or loosen ``tol``.
     """
 
     weight: jax.Array
     value: jax.Array
     solves: jax.Array
     at_bound: jax.Array
+    converged: jax.Array
 
 
 def check_solver(solver, who: str) -> None:
@@ -107,16 +113,35 @@ def as_data(y, who: str) -> jax.Array:
 _GOLD = (math.sqrt(5.0) - 1.0) / 2.0
 
 
+def warn_if_unconverged(info: RuleInfo, who: str) -> None:
+    """Warn (outside ``jit``/``vmap`` only) when the lower-level solves at the choice did not converge."""
+    try:
+        ok = bool(np.all(np.asarray(info.converged)))
+    except (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return
+    if not ok:
+        import warnings
+
+        warnings.warn(
+            f"{who}: the lower-level solve at the chosen weight did not reach the solver's tol (info.converged is "
+            "False); the choice is not reliable: raise the solver's max_iters or loosen its tol",
+            TuningWarning,
+            stacklevel=3,
+        )
+
+
 def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, dtype):
-    """Minimise ``objective(t)`` over ``t = log(weight)`` in ``[log lo, log hi]``.
+    """Minimise ``objective(t) -> (value, converged)`` over ``t = log(weight)`` in ``[log lo, log hi]``.
+
+    Values from unconverged evaluations count as ``+inf``, like non-finite ones.
 
     A coarse grid of ``grid_points`` values finds the best cell; a golden-section search then
     refines inside the two cells around it (``iters`` more evaluations, at least 2 when
     ``iters > 0``). All evaluations run in one ``lax.fori_loop`` whose body traces
     ``objective`` once (a vmapped grid would compile the solver twice more and, on CPU, run no
     faster), and the golden-section branch is chosen with ``where``, so the search vmaps with one
-    evaluation per step. Returns ``(t, value, evaluations, at_bound)``; non-finite values count
-    as ``+inf``.
+    evaluation per step. Returns ``(t, value, evaluations, at_bound, converged)``; with no
+    converged evaluation at all, ``t`` is the lower bound and ``converged`` is ``False``.
     """
     G = grid_points
     n_gold = 0 if iters == 0 else max(iters, 2)
@@ -126,7 +151,7 @@ def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, 
     zero = jnp.zeros((), dtype)
 
     def body(k, carry):
-        fs, a, b, c, d, fc, fd, t_best, f_best = carry
+        fs, a, b, c, d, fc, fd, t_best, f_best, ok_best = carry
         i = jnp.clip(jnp.argmin(fs), 1, G - 2)
         a0, b0 = ts[i - 1], ts[i + 1]
         left = fc < fd  # golden step: the minimum lies in [a, d]
@@ -137,8 +162,8 @@ def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, 
             ts[jnp.minimum(k, G - 1)],
             jnp.where(k == G, b0 - g * (b0 - a0), jnp.where(k == G + 1, a0 + g * (b0 - a0), t_g)),
         )
-        f = objective(t)
-        f = jnp.where(jnp.isfinite(f), f, inf).astype(dtype)
+        f, ok = objective(t)
+        f = jnp.where(jnp.isfinite(f) & ok, f, inf).astype(dtype)
         fs = jnp.where(k < G, fs.at[jnp.minimum(k, G - 1)].set(f), fs)
         first, second, golden = k == G, k == G + 1, k > G + 1
         a = jnp.where(first, a0, jnp.where(golden, a_g, a))
@@ -148,10 +173,11 @@ def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, 
         d_new = jnp.where(second, t, jnp.where(golden, jnp.where(left, c, t), d))
         fd_new = jnp.where(second, f, jnp.where(golden, jnp.where(left, fc, f), fd))
         better = f < f_best
-        return fs, a, b, c_new, d_new, fc_new, fd_new, jnp.where(better, t, t_best), jnp.where(better, f, f_best)
+        return (fs, a, b, c_new, d_new, fc_new, fd_new, jnp.where(better, t, t_best), jnp.where(better, f, f_best),
+                ok_best | better)
 
-    init = (jnp.full((G,), inf), zero, zero, zero, zero, inf, inf, ts[0], inf)
-    fs, *_, t_best, f_best = jax.lax.fori_loop(0, G + n_gold, body, init)
+    init = (jnp.full((G,), inf), zero, zero, zero, zero, inf, inf, ts[0], inf, jnp.zeros((), bool))
+    fs, *_, t_best, f_best, ok_best = jax.lax.fori_loop(0, G + n_gold, body, init)
     best = jnp.argmin(fs)
     at_bound = (best == 0) | (best == G - 1)
-    return t_best, f_best, jnp.asarray(G + n_gold, jnp.int32), at_bound
+    return t_best, f_best, jnp.asarray(G + n_gold, jnp.int32), at_bound, ok_best

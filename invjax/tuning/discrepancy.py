@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ..solvers import solve
-from ._common import RuleInfo, as_data, check_bounds, check_count, check_make_problem, check_sigma, check_solver, real_dtype
+from ._common import RuleInfo, as_data, check_bounds, check_count, check_make_problem, check_sigma, check_solver, real_dtype, warn_if_unconverged
 
 _EXPAND = math.log(100.0)
 
@@ -89,6 +89,7 @@ def discrepancy(
         )
     sigma = check_sigma(sigma, y, who)
     info = _discrepancy(make_problem, solver, y, sigma, float(tau), lo, hi, float(rtol), maxiter, expand)
+    warn_if_unconverged(info, who)
     return (info.weight, info) if return_info else info.weight
 
 
@@ -100,9 +101,9 @@ def _discrepancy(make_problem, solver, y, sigma, tau, lo, hi, rtol, maxiter, exp
 
     def phi(t):
         problem = make_problem(jnp.exp(t).astype(rdt), y)
-        x = solve(problem, solver).x
-        r = problem.op.mv(x) - y
-        return (jnp.log(jnp.sum(jnp.abs(r) ** 2)) - log_target).astype(rdt)
+        sol = solve(problem, solver)
+        r = problem.op.mv(sol.x) - y
+        return (jnp.log(jnp.sum(jnp.abs(r) ** 2)) - log_target).astype(rdt), sol.stats.converged
 
     # One while_loop, one trace of the solve: evaluations 0 and 1 are the ends of `bounds`; then
     # the bracket is pushed out by factors of 100 while phi(a) > 0 or phi(b) < 0 (at most
@@ -135,22 +136,29 @@ def _discrepancy(make_problem, solver, y, sigma, tau, lo, hi, rtol, maxiter, exp
         width = b - a
         t_rf = jnp.clip(t_rf, a + 1e-3 * width, b - 1e-3 * width)
         t = jnp.where(k == 0, a, jnp.where(k == 1, b, jnp.where(grow, t_grow, t_rf)))
-        f = phi(t)
+        f, conv = phi(t)
+        ca, cb = c["ca"], c["cb"]  # whether the solve at each end converged
         # ends of bounds
         fa_new = jnp.where(k == 0, f, fa)
         fb_new = jnp.where(k == 1, f, fb)
+        ca_new = jnp.where(k == 0, conv, ca)
+        cb_new = jnp.where(k == 1, conv, cb)
         a_new, b_new = a, b
         # expansion: the old end becomes the other end of the new bracket
         a_new = jnp.where(grow, jnp.where(low, t, b), a_new)
         fa_new = jnp.where(grow, jnp.where(low, f, fb), fa_new)
         b_new = jnp.where(grow, jnp.where(low, a, t), b_new)
         fb_new = jnp.where(grow, jnp.where(low, fa, f), fb_new)
+        ca_new = jnp.where(grow, jnp.where(low, conv, cb), ca_new)
+        cb_new = jnp.where(grow, jnp.where(low, ca, conv), cb_new)
         # Illinois: halve the stored value at an end kept twice in a row
         neg = f < 0
         side = c["side"]
         a_new = jnp.where(refine & neg, t, a_new)
         fa_new = jnp.where(refine, jnp.where(neg, f, jnp.where(side == 1, 0.5 * fa, fa)), fa_new)
         b_new = jnp.where(refine & ~neg, t, b_new)
+        ca_new = jnp.where(refine & neg, conv, ca_new)
+        cb_new = jnp.where(refine & ~neg, conv, cb_new)
         fb_new = jnp.where(refine, jnp.where(neg, jnp.where(side == -1, 0.5 * fb, fb), f), fb_new)
         side = jnp.where(refine, jnp.where(neg, -1, 1), side).astype(jnp.int32)
         closer = jnp.abs(f) < jnp.abs(c["f_best"])
@@ -165,6 +173,9 @@ def _discrepancy(make_problem, solver, y, sigma, tau, lo, hi, rtol, maxiter, exp
             iters=c["iters"] + refine.astype(jnp.int32),
             t_best=jnp.where(closer, t, c["t_best"]),
             f_best=jnp.where(closer, f, c["f_best"]),
+            ca=ca_new,
+            cb=cb_new,
+            c_best=jnp.where(closer, conv, c["c_best"]),
         )
 
     zero_i = jnp.zeros((), jnp.int32)
@@ -179,6 +190,9 @@ def _discrepancy(make_problem, solver, y, sigma, tau, lo, hi, rtol, maxiter, exp
         iters=zero_i,
         t_best=jnp.asarray(math.log(lo), rdt),
         f_best=jnp.asarray(jnp.inf, rdt),
+        ca=jnp.zeros((), bool),
+        cb=jnp.zeros((), bool),
+        c_best=jnp.zeros((), bool),
     )
     c = jax.lax.while_loop(cond, body, init)
     ok = bracketed(c)
@@ -186,4 +200,5 @@ def _discrepancy(make_problem, solver, y, sigma, tau, lo, hi, rtol, maxiter, exp
     # it for every weight (return the largest)
     t = jnp.where(ok, c["t_best"], jnp.where(c["fa"] > 0, c["a"], c["b"]))
     f = jnp.where(ok, c["f_best"], jnp.where(c["fa"] > 0, c["fa"], c["fb"]))
-    return RuleInfo(weight=jnp.exp(t), value=jnp.exp(f), solves=c["k"], at_bound=~ok)
+    conv = jnp.where(ok, c["c_best"], jnp.where(c["fa"] > 0, c["ca"], c["cb"]))
+    return RuleInfo(weight=jnp.exp(t), value=jnp.exp(f), solves=c["k"], at_bound=~ok, converged=conv)

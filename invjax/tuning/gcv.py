@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from ..functionals import Scaled, SquaredL2
 from ..solvers import solve
-from ._common import RuleInfo, as_data, check_bounds, check_count, check_make_problem, check_solver, minimize_log, real_dtype
+from ._common import RuleInfo, as_data, check_bounds, check_count, check_make_problem, check_solver, minimize_log, real_dtype, warn_if_unconverged
 
 
 def gcv(
@@ -73,6 +73,7 @@ def gcv(
     grid_points = check_count(grid_points, "grid_points", who, minimum=3)
     iters = check_count(iters, "iters", who, minimum=0)
     info = _gcv(make_problem, solver, y, key, lo, hi, probes, grid_points, iters)
+    warn_if_unconverged(info, who)
     return (info.weight, info) if return_info else info.weight
 
 
@@ -80,7 +81,7 @@ def gcv_score(make_problem, weight, y, key, solver, *, probes: int = 4):
     """The GCV function ``V(weight)`` with a Hutchinson trace (see the module docstring)."""
     who = "tuning.gcv_score"
     y = _check(who, make_problem, y, solver, probes, weight=weight)
-    return _score(make_problem, solver, y, _probes(key, y, probes), weight)
+    return _score(make_problem, solver, y, _probes(key, y, probes), weight)[0]
 
 
 def _linear(f) -> bool:
@@ -116,14 +117,15 @@ def _probes(key, y, probes):
 def _score(make_problem, solver, y, b, weight):
     def residual_and_fit(data):
         problem = make_problem(weight, data)
-        return problem.op.mv(solve(problem, solver).x)
+        sol = solve(problem, solver)
+        return problem.op.mv(sol.x), sol.stats.converged
 
-    hy = jax.vmap(residual_and_fit)(jnp.concatenate([y[None], b]))
+    hy, conv = jax.vmap(residual_and_fit)(jnp.concatenate([y[None], b]))
     m = y.size
     axes = tuple(range(1, b.ndim))
     trace_h = jnp.mean(jnp.sum(jnp.real(jnp.conj(b) * hy[1:]), axis=axes))
     resid = jnp.sum(jnp.abs(hy[0] - y) ** 2) / m
-    return (resid / (1 - trace_h / m) ** 2).astype(real_dtype(y))
+    return (resid / (1 - trace_h / m) ** 2).astype(real_dtype(y)), jnp.all(conv)
 
 
 @eqx.filter_jit
@@ -134,5 +136,8 @@ def _gcv(make_problem, solver, y, key, lo, hi, probes, grid_points, iters):
     def objective(t):
         return _score(make_problem, solver, y, b, jnp.exp(t).astype(rdt))
 
-    t, value, evals, at_bound = minimize_log(objective, lo, hi, grid_points, iters, rdt)
-    return RuleInfo(weight=jnp.exp(t), value=value, solves=(evals * (1 + probes)).astype(jnp.int32), at_bound=at_bound)
+    t, value, evals, at_bound, converged = minimize_log(objective, lo, hi, grid_points, iters, rdt)
+    return RuleInfo(
+        weight=jnp.exp(t), value=value, solves=(evals * (1 + probes)).astype(jnp.int32), at_bound=at_bound,
+        converged=converged,
+    )

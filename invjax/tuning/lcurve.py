@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ..solvers import solve
-from ._common import RuleInfo, as_data, check_make_problem, check_solver, real_dtype
+from ._common import RuleInfo, as_data, check_make_problem, check_solver, real_dtype, warn_if_unconverged
 
 
 def lcurve(make_problem, y, solver, weights, *, return_info: bool = False):
@@ -55,6 +55,7 @@ def lcurve(make_problem, y, solver, weights, *, return_info: bool = False):
             "(for a batch, jax.vmap the rule)"
         )
     info = _lcurve(make_problem, solver, y, weights)
+    warn_if_unconverged(info, who)
     return (info.weight, info) if return_info else info.weight
 
 
@@ -69,11 +70,11 @@ def _curvature(rho, eta, t):
 def _lcurve(make_problem, solver, y, weights):
     def point(w):
         problem = make_problem(w, y)
-        x = solve(problem, solver).x
-        r = problem.op.mv(x) - y
-        return jnp.log(jnp.sum(jnp.abs(r) ** 2)), jnp.log(problem.regularizer(x))
+        sol = solve(problem, solver)
+        r = problem.op.mv(sol.x) - y
+        return jnp.log(jnp.sum(jnp.abs(r) ** 2)), jnp.log(problem.regularizer(sol.x)), sol.stats.converged
 
-    rho, eta = jax.vmap(point)(weights)
+    rho, eta, conv = jax.vmap(point)(weights)
     t = jnp.log(weights)
     kappa = _curvature(rho, eta, t)
     kappa = jnp.where(jnp.isfinite(kappa), kappa, -jnp.inf)
@@ -91,4 +92,6 @@ def _lcurve(make_problem, solver, y, weights):
     t_star = jnp.clip(t1 - shift, t0, t2)
     t_star = jnp.where(jnp.isfinite(t_star), t_star, t1)
     at_bound = (jnp.argmax(kappa_in) <= 2) | (jnp.argmax(kappa_in) >= G - 3)
-    return RuleInfo(weight=jnp.exp(t_star), value=k1, solves=jnp.asarray(G, jnp.int32), at_bound=at_bound)
+    # the corner's curvature uses the three samples around it
+    converged = conv[i - 1] & conv[i] & conv[i + 1]
+    return RuleInfo(weight=jnp.exp(t_star), value=k1, solves=jnp.asarray(G, jnp.int32), at_bound=at_bound, converged=converged)

@@ -43,6 +43,7 @@ the curve smooth). The rule jits and vmaps over a batch of images.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -60,6 +61,7 @@ from ._common import (
     check_solver,
     minimize_log,
     real_dtype,
+    warn_if_unconverged,
 )
 
 _PROBES = ("rademacher", "gaussian")
@@ -114,6 +116,7 @@ def sure(
     grid_points = check_count(grid_points, "grid_points", who, minimum=3)
     iters = check_count(iters, "iters", who, minimum=0)
     info = _sure(make_problem, solver, weighting, y, sigma, key, lo, hi, probes, probe, grid_points, iters)
+    warn_if_unconverged(info, who)
     return (info.weight, info) if return_info else info.weight
 
 
@@ -131,7 +134,7 @@ def sure_risk(make_problem, weight, y, sigma, key, solver, *, weighting=None, pr
     who = "tuning.sure_risk"
     y, sigma, weighting = _check(who, make_problem, y, sigma, solver, weighting, probes, probe, weight=weight)
     b = _probes(key, y, probes, probe)
-    return _risk(make_problem, solver, weighting, y, sigma, b, weight)
+    return _risk(make_problem, solver, weighting, y, sigma, b, weight)[0]
 
 
 def regularized_inverse(op, eps: float = 1e-2):
@@ -197,12 +200,18 @@ def _probes(key, y, probes, probe):
 
 
 def _risk(make_problem, solver, weighting, y, sigma, b, weight):
+    """``(SURE, converged)``: the estimate and whether the solve at ``weight`` met its tol (and
+    the derivative solves theirs, where the solver gives NaN for a failed one)."""
+
     def forward(data):
         problem = make_problem(weight, data)
-        return problem.op.mv(solve(problem, solver).x)
+        sol = solve(problem, solver)
+        # the flag rides along as a real output (its tangent is zero) so that one linearisation
+        # gives both
+        return problem.op.mv(sol.x), sol.stats.converged.astype(real_dtype(data))
 
-    ax, jvp = jax.linearize(forward, y)
-    jb = jax.vmap(jvp)(b)
+    (ax, conv), jvp = jax.linearize(forward, y)
+    jb = jax.vmap(lambda v: jvp(v)[0])(b)
     r = ax - y
     if weighting is None:
         size = y.size
@@ -215,16 +224,23 @@ def _risk(make_problem, solver, weighting, y, sigma, b, weight):
         wb = jax.vmap(weighting)(b)
         w2jb = jax.vmap(weighting)(2 * jb - b)
         trace = jnp.mean(jnp.sum(jnp.real(jnp.conj(wb) * w2jb), axis=tuple(range(1, wb.ndim))))
-    return ((fit + sigma**2 * trace) / size).astype(real_dtype(y))
+    value = ((fit + sigma**2 * trace) / size).astype(real_dtype(y))
+    return value, (conv > 0.5) & jnp.isfinite(value)
 
 
 @eqx.filter_jit
 def _sure(make_problem, solver, weighting, y, sigma, key, lo, hi, probes, probe, grid_points, iters):
     rdt = real_dtype(y)
     b = _probes(key, y, probes, probe)
+    # a failed implicit-derivative solve marks that weight's evaluation as failed (NaN: skipped
+    # by the search) instead of stopping the whole search with an error
+    solver = dataclasses.replace(solver, adjoint_failure="nan")
 
     def objective(t):
         return _risk(make_problem, solver, weighting, y, sigma, b, jnp.exp(t).astype(rdt))
 
-    t, value, evals, at_bound = minimize_log(objective, lo, hi, grid_points, iters, rdt)
-    return RuleInfo(weight=jnp.exp(t), value=value, solves=(evals * (1 + probes)).astype(jnp.int32), at_bound=at_bound)
+    t, value, evals, at_bound, converged = minimize_log(objective, lo, hi, grid_points, iters, rdt)
+    return RuleInfo(
+        weight=jnp.exp(t), value=value, solves=(evals * (1 + probes)).astype(jnp.int32), at_bound=at_bound,
+        converged=converged,
+    )

@@ -58,9 +58,8 @@ def test_fit_vector_weight_beats_best_scalar_on_held_out():
     y = x + sigma * jax.random.normal(jax.random.PRNGKey(1), x.shape)
     I = ij.operators.Identity((n, n))
     make = lambda w, y: ij.Problem(I, y, fn.TV(boundary="periodic"), w)  # noqa: E731
-    # an array weight makes the regulariser's operator non-circulant: ADMM's x-step runs CG, whose
-    # gradient turns NaN once the inner CG converges to underflow, so keep cg_iters small
-    solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, cg_iters=4, adapt_iters=10**6)
+    # an array weight makes the regulariser's operator non-circulant: ADMM's x-step runs CG
+    solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6)
     init = jnp.full((2, 1, 1), 0.05)  # (vertical, horizontal) weights: TV's D stacks the axes in order
     weight, hist = ij.tuning.fit(make, x[:4], y[:4], init, solver, steps=15, loss="psnr", progress=False)
     assert weight.shape == (2, 1, 1) and hist.weight.shape == (len(hist.loss), 2, 1, 1)
@@ -68,7 +67,10 @@ def test_fit_vector_weight_beats_best_scalar_on_held_out():
     # the best single weight on the held-out images, by grid search with the truth
     g = ij.tuning.grid(make, x[4:], y[4:], jnp.logspace(-2, 0, 12), solver, data_range=1.0)
     vec = jax.vmap(lambda xi, yi: ij.metrics.psnr(ij.solve(make(weight, yi), solver).x, xi, data_range=1.0))(x[4:], y[4:])
+    # (measured: 37.7 dB against 26.2; before the exact x-step in ADMM's implicit derivative and the
+    # array-weight penalty rule, the fit only beat the scalar through a lucky inexact gradient)
     assert float(jnp.mean(vec)) > float(g.score) + 0.5
+    assert np.all(hist.converged[-1])
 
 
 def test_fit_weight_image(tik):
@@ -77,7 +79,7 @@ def test_fit_weight_image(tik):
     x, y = tik.x[:, :n, :n], tik.y[:, :n, :n]
     I = ij.operators.Identity((n, n))
     make = lambda w, y: ij.Problem(I, y, fn.TV(boundary="periodic"), w)  # noqa: E731
-    solver = ij.solvers.ADMM(max_iters=200, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, cg_iters=4)
+    solver = ij.solvers.ADMM(max_iters=200, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10)
     weight, hist = ij.tuning.fit(make, x, y, jnp.full((2, n, n), 0.02), solver, optax.adam(0.1), steps=8, progress=False)
     assert weight.shape == (2, n, n) and hist.weight.shape == (len(hist.loss), 2, n, n)
     assert np.all(np.isfinite(hist.loss)) and hist.loss[-1] < hist.loss[0]

@@ -64,14 +64,18 @@ def test_sure_per_image_within_0p3_db_and_discrepancy_within_1_db(case):
 
 
 def test_sure_value_tracks_the_true_risk(case):
+    """SURE estimates the expected risk: averaged over 32 noise draws of one held-out image it is
+    within 5 % of the mean true risk at 0.5x, 1x and 2x the oracle weight. (For one draw the
+    error is bounded below by the weight-independent term (||n||^2 - m sigma^2) / m, whose standard
+    deviation sigma^2 sqrt(2 / m) is 10-40 % of these risks; the benchmark JSON records both.)"""
     P, g = case
     acc = B._sure_accuracy(P, jax.random.split(jax.random.PRNGKey(7), 8), g.per_image_weight)
-    rel = np.asarray(acc["rel_error"])
-    print(f"{P['name']}: SURE / true risk - 1 at 0.5x, 1x, 2x the oracle weight:\n{np.round(rel, 3)}")
-    # unbiased: over the 8 images and 3 weights the errors average out
-    assert abs(np.mean(rel)) < 0.05
-    # (per image the error is dominated by the weight-independent ||n||^2 - m sigma^2 term:
-    # see the benchmark's JSON for the values)
+    exp = acc["expectation"]
+    print(f"{P['name']}: per-draw max {acc['max_rel_error']:.3f}; expectation {np.round(exp['rel_error'], 3)} "
+          f"+- {np.round(exp['stderr'], 3)}")
+    assert np.all(np.abs(exp["rel_error"]) < 0.05), exp
+    # and the per-image errors are of the size the noise term explains (within 3 of its s.d.)
+    assert np.all(np.abs(acc["rel_error"]) < 3 * np.asarray(acc["noise_floor_rel"]) + 0.05)
 
 
 def test_gcv_matches_the_closed_form_minimiser_at_full_size():
