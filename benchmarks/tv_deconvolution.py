@@ -573,7 +573,10 @@ def run_worker(name, payload, env_extra=None, timeout=1800):
            "--worker-out", str(out_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        # the last line naming an exception says what went wrong; the tail of stderr is often noise
+        errors = [ln.strip() for ln in proc.stderr.splitlines() if "Error:" in ln or "Exception:" in ln]
+        head = errors[-1] if errors else "see below"
+        raise RuntimeError(f"worker {name} failed ({proc.returncode}): {head}\n{proc.stderr[-3000:]}")
     result = json.loads(out_path.read_text())
     out_path.unlink()
     return result
@@ -731,7 +734,7 @@ def bench_grad(args, data_path, out):
                 r = run_worker("grad", {"data": str(data_path), "diff": diff, "iters": iters, "repeats": 3,
                                         "fd": diff == "implicit" and iters == max(args.grad_iters)})
             except Exception as err:  # noqa: BLE001
-                r = {"diff": diff, "max_iters": iters, "error": str(err)[-1500:]}
+                r = {"diff": diff, "max_iters": iters, "error": str(err)[:1500]}
                 _log(f"gradient case failed: {err}")
             r["load"] = load
             rows.append(r)
@@ -840,7 +843,7 @@ def render_markdown(out):
         L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in out["grad"]:
             if "error" in r:
-                L.append(f"| {r['diff']} | {r['max_iters']} | failed: {r['error'][-200:]!r} | | | | | | | | |")
+                L.append(f"| {r['diff']} | {r['max_iters']} | failed: {r['error'].splitlines()[0][:300]} | | | | | | | | |")
                 continue
             g = f"{r['grad']:.4g}"
             if "grad_central_diff" in r:
