@@ -396,7 +396,13 @@ def aniso(quick=False):
     return dict(
         make=lambda w, y: ij.Problem(A, y, reg, w),
         # an array weight makes the regulariser's operator non-circulant: ADMM's x-step runs CG
-        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6),
+        # adjoint_failure="ignore": on these piecewise-constant bars the TV dual (ADMM's u) is not
+        # unique, the implicit-derivative system is singular and GMRES stalls at a 0.1 relative
+        # residual (measured at tol 1e-3 and 1e-4, restart 10 and 50); its last iterate still
+        # steers the fit (the vector weight beats the best scalar: the table); unrolled gradients through the CG x-step instead
+        # fitted (0.03, 0.03), 1.2 dB below the best scalar (measured)
+        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6,
+                               adjoint_failure="ignore"),
         x_train=x[:8], y_train=y[:8], x_test=x[8:], y_test=y[8:],
         grid=jnp.logspace(-3, 0, 40), init=0.03, steps=15,
         title=f"TV, horizontal bars {n}^2, 5x5 blur, sigma 0.05: a weight per direction (ADMM)",
@@ -465,9 +471,25 @@ def main(argv=None):
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    meta = dict(
+        jax=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
+        machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(), quick=args.quick,
+        time=time.strftime("%Y-%m-%d %H:%M:%S"), load_start=os.getloadavg(),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out = args.out if not args.quick else args.out.with_name(args.out.stem + "_quick.json")
+
+    def write(results):
+        # after every problem, so that an interrupted run keeps what it measured
+        table = markdown(results)
+        meta.update(problems_done=list(results), load_now=os.getloadavg())
+        out.write_text(json.dumps(dict(meta=meta, results=results, table=table), indent=1, default=float))
+        return table
+
     results = {}
     for name in args.problems:
         log(f"{name}:")
+        start = time.perf_counter()
         if name == "deblur":
             results[name] = run_tv(deblur(args.quick), log)
         elif name == "ct":
@@ -480,17 +502,10 @@ def main(argv=None):
             results[name] = run_tikhonov(args.quick, log)
         else:
             results[name] = run_aniso(args.quick, log)
-    table = markdown(results)
-    print(table)
-    meta = dict(
-        jax=jax.__version__, backend=jax.default_backend(), devices=[str(d) for d in jax.devices()],
-        machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(), quick=args.quick,
-        time=time.strftime("%Y-%m-%d %H:%M:%S"),
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out = args.out if not args.quick else args.out.with_name(args.out.stem + "_quick.json")
-    out.write_text(json.dumps(dict(meta=meta, results=results, table=table), indent=1, default=float))
-    log(f"wrote {out}")
+        results[name]["wall_s"] = time.perf_counter() - start
+        write(results)
+        log(f"  wrote {out}")
+    print(write(results))
 
 
 if __name__ == "__main__":
