@@ -19,7 +19,8 @@ Differentiation modes:
 * ``diff="implicit"`` (default): the forward solve is a ``lax.while_loop`` that stops at
   ``tol``; derivatives come from the implicit function theorem at the fixed point
   ``z* = T(z*, theta)``: a ``jax.custom_jvp`` whose tangent solves
-  ``(I - dT/dz) dz = dT/dtheta [dtheta]`` by GMRES inside ``lax.custom_linear_solve``
+  ``(I - dT/dz) dz = dT/dtheta [dtheta]`` by GMRES (our own restarted GMRES, which stays finite
+  on singular systems, where ``jax.scipy.sparse.linalg.gmres`` returns NaN) inside ``lax.custom_linear_solve``
   (``adjoint_tol``, ``adjoint_iters``), so that reverse mode transposes it into the adjoint
   system ``(I - dT/dz)^T v = g``. Memory is
   constant in the number of iterations; forward mode (``jax.jvp``) and reverse mode work.
@@ -38,8 +39,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.sparse.linalg import gmres
 
+from ._gmres import gmres
 from .problem import Problem
 
 # status codes reported in Stats.status
@@ -122,9 +123,13 @@ class IterativeSolver(eqx.Module):
             above ``10 * adjoint_tol`` raises at run time (``equinox.EquinoxRuntimeError``) rather
             than return a wrong derivative (``adjoint_failure="raise"``, default), or gives NaN
             derivatives (``"nan"``: for callers that treat them as a failed evaluation, as the
-            tuning rules do), or returns GMRES's last iterate (``"ignore"``: where the linear
-            system is singular but consistent enough for the derivative of ``x``, e.g. ADMM/PDHG
-            on piecewise-constant images, whose TV dual is not unique; check the result).
+            tuning rules do), or returns GMRES's best iterate (``"ignore"``: where the linear
+            system is singular, e.g. ADMM/PDHG on piecewise-constant images, whose TV dual is not
+            unique: the residual then stalls at the part of the right-hand side outside the
+            range of ``I - dT/dz``, which moves the dual along its set of solutions but not
+            ``x``; on a 16² image of bars, 62 % flat, GMRES stalled at 1.7e-6 in float64 and the
+            gradient matched central differences to 7 digits). GMRES stays finite on singular
+            systems (:mod:`invjax.solvers._gmres`).
     """
 
     max_iters: int = eqx.field(static=True, default=500, kw_only=True)
@@ -262,13 +267,11 @@ class IterativeSolver(eqx.Module):
         leaf = jax.tree_util.tree_leaves(b)[0]
         rtol = self._adjoint_rtol(leaf.dtype)
         restart = min(self.adjoint_restart, self.adjoint_iters)
-        sol, _ = gmres(matvec, b, tol=rtol, atol=0.0, restart=restart, maxiter=max(1, self.adjoint_iters // restart))
+        sol, rel = gmres(matvec, b, rtol=rtol, restart=restart, max_iters=self.adjoint_iters)
         if self.adjoint_failure == "ignore":
             return sol
-        # jax's gmres reports only NaN: check the residual, so that a tangent or adjoint solve that
-        # stopped far from its tolerance fails loudly instead of returning a wrong derivative
-        resid = _tree_norm(jax.tree_util.tree_map(lambda a, c: a - c, b, matvec(sol)))
-        rel = resid / jnp.maximum(_tree_norm(b), jnp.finfo(resid.dtype).tiny)
+        # a tangent or adjoint solve that stopped far from its tolerance fails loudly instead of
+        # returning a wrong derivative
         failed = ~(rel <= 10 * rtol)
         if self.adjoint_failure == "nan":
             return jax.tree_util.tree_map(lambda a: jnp.where(failed, jnp.nan, a).astype(a.dtype), sol)
