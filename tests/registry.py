@@ -34,6 +34,7 @@ OPERATORS = {
     ),
     "Dense": lambda rng: ops.Dense(rng.standard_normal((7, 5))),
     "Composed": lambda rng: ops.Mask(rng.random((12, 10)) > 0.5) @ ops.Convolution(_gauss_psf(3), (12, 10)),
+    "ChannelScaled": lambda rng: ops.ChannelScaled(ops.FiniteDifference((9, 8)), rng.random(2) + 0.5),
     "Sum": lambda rng: ops.Convolution(_gauss_psf(3), (10, 10)) + 0.5 * ops.Identity((10, 10)),
 }
 

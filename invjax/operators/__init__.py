@@ -2,6 +2,7 @@
 
 from .base import (
     Adjoint,
+    ChannelScaled,
     Composed,
     Identity,
     LinearOperator,
@@ -20,6 +21,7 @@ from .tomography import ParallelBeam2D, fbp
 __all__ = [
     "Adjoint",
     "CartesianMRI",
+    "ChannelScaled",
     "Composed",
     "Convolution",
     "Dense",

@@ -359,6 +359,61 @@ class Scaled(LinearOperator):
         return None if sym is None else sym * self.scale
 
 
+class ChannelScaled(LinearOperator):
+    """Per-channel multiple ``(D_c A)(x)[k] = c[k] A(x)[k]`` of an operator with a leading
+    channel axis (``out_shape = (C, N, M)``, e.g. the stacked directions of a finite
+    difference), ``c`` real of shape ``(C,)``. Unlike a general elementwise weight (``Mask``)
+    it keeps ``A``'s Fourier symbol (``c[k] s[k]``), so FFT solves still apply."""
+
+    op: LinearOperator
+    scale: jax.Array
+
+    def __init__(self, op: LinearOperator, scale):
+        scale = jnp.asarray(scale)
+        c = tuple(op.out_shape)[:1]
+        if len(op.out_shape) < 2 or scale.shape != c:
+            raise ValueError(
+                f"ChannelScaled: `scale` must have shape (channels,) = {c} for an operator with out_shape "
+                f"{tuple(op.out_shape)}, got {scale.shape}"
+            )
+        if _is_complex(scale.dtype):
+            raise TypeError(f"ChannelScaled: `scale` must be real, got {scale.dtype}")
+        self.op = op
+        self.scale = scale
+
+    @property
+    def in_shape(self):
+        return self.op.in_shape
+
+    @property
+    def out_shape(self):
+        return self.op.out_shape
+
+    @property
+    def dtype(self):
+        return self.op.dtype
+
+    @property
+    def out_dtype(self):
+        return self.op.out_dtype
+
+    def _per_channel(self, v):
+        return self.scale.reshape((-1,) + (1,) * (v.ndim - 1)).astype(jnp.finfo(v.dtype).dtype)
+
+    def mv(self, x):
+        y = self.op.mv(x)
+        return y * self._per_channel(y)
+
+    def rmv(self, y):
+        return self.op.rmv(y * self._per_channel(y))
+
+    def fourier_symbol(self):
+        sym = self.op.fourier_symbol()
+        if sym is None or sym.shape[0] != self.scale.shape[0]:
+            return None
+        return sym * self.scale.reshape(-1, 1, 1)
+
+
 def _apply_scale(v, s):
     # A real scale keeps v's precision (a float64 Python scalar must not upcast float32 data).
     if not _is_complex(s.dtype):

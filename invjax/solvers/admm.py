@@ -1,5 +1,6 @@
 """ADMM with over-relaxation, residual-balanced penalty and an exact FFT x-step when possible."""
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -39,7 +40,8 @@ class ADMM(IterativeSolver):
 
     The x-step solves ``(A^H A + rho sum K_i^H K_i) x = A^H y + rho sum K_i^H (z_i - u_i)``
     exactly by FFT when every operator is circulant (``Convolution``, periodic
-    ``FiniteDifference``, ``Identity``: ``op.fourier_symbol()``), and otherwise by ``cg_iters``
+    ``FiniteDifference``, ``Identity``, and a TV weighted per direction, weight shape
+    ``(2, 1, 1)``: ``op.fourier_symbol()``), and otherwise (e.g. a weight image) by ``cg_iters``
     warm-started CG steps.
 
     The penalty adapts by residual balancing (He, Yang & Wang 2000; Wohlberg 2017, relative
@@ -184,6 +186,10 @@ class ADMM(IterativeSolver):
             rho = rho * factor
             u = tuple(ui / factor for ui in u)
         return _State(x, z, u, rho, res.astype(rho.dtype), state.k + 1, state.consts)
+
+    def refresh(self, problem, state):
+        # the loop constants hold A^H y and the Fourier symbols, which include a per-direction weight
+        return dataclasses.replace(state, consts=self._constants(problem))
 
     def get_x(self, problem, state):
         # the x-step iterate is feasible only in the limit: project it onto the constraint

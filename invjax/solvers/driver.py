@@ -179,6 +179,11 @@ class IterativeSolver(eqx.Module):
     def x_from_fixed_point(self, problem: Problem, z, state):
         return self.get_x(problem, z)
 
+    def refresh(self, problem: Problem, state):
+        """The state of an earlier solve, as a start for ``problem`` (a new weight or data):
+        recomputes whatever the state caches from the problem (default: nothing)."""
+        return state
+
     # ---- the driver ---------------------------------------------------------------------------
     def __call__(self, problem: Problem, x0=None, warm_start=None) -> Solution:
         """Solve ``problem`` from ``x0`` (default ``A^H y`` rescaled, or zeros) or from the
@@ -196,7 +201,7 @@ class IterativeSolver(eqx.Module):
                     f"{type(self).__name__}: `x0` must have shape {tuple(problem.op.in_shape)}, got {tuple(x0.shape)}"
                 )
             x0 = x0.astype(jnp.result_type(x0.dtype, problem.op.dtype))
-        state0 = self.init(problem, x0) if warm_start is None else warm_start
+        state0 = self.init(problem, x0) if warm_start is None else self.refresh(problem, warm_start)
         if self.diff == "unroll":
             state, k, res, status = self._scan(problem, state0)
             x = self.get_x(problem, state)

@@ -8,6 +8,7 @@ import numpy as np
 from ..functionals import Functional, SquaredL2
 from ..operators import LinearOperator
 from ..operators.base import concrete_or_none
+from ..operators.base import ChannelScaled
 from ..operators.mask import Mask
 
 
@@ -23,7 +24,8 @@ class Problem(eqx.Module):
         weight: ``lambda >= 0``. A scalar multiplies ``R``. An array weights the regulariser's
             inner functional elementwise: with ``R(x) = g(K x)`` (``R.composite``), the term is
             ``g(lambda * K x)``, e.g. ``weight`` of shape ``(2, 1, 1)`` gives separate
-            vertical/horizontal TV weights, and a ``(2, H, W)`` array a weight image. (For
+            vertical/horizontal TV weights (kept circulant: ``ChannelScaled``, so FFT solves
+            still apply), and a ``(2, H, W)`` array a weight image. (For
             positively homogeneous ``g`` such as ``L1``/``L21`` this is ``sum lambda_i |.|_i``.)
         fidelity: the data term ``F(., y)`` as a functional with a ``with_data`` method
             (default ``SquaredL2()``: ``½||A x - y||²``).
@@ -99,13 +101,18 @@ class Problem(eqx.Module):
         K, g = self.regularizer.composite(self.op.in_shape)
         if self.scalar_weight:
             return K, self.weight * g
-        w = jnp.broadcast_to(self.weight, K.out_shape) if _broadcasts(self.weight.shape, K.out_shape) else None
-        if w is None:
+        if not _broadcasts(self.weight.shape, K.out_shape):
             raise ValueError(
                 f"Problem: `weight` of shape {self.weight.shape} must broadcast to the regulariser's "
                 f"inner shape {tuple(K.out_shape)}"
             )
-        return Mask(w, dtype=K.out_dtype) @ K, g
+        out = tuple(K.out_shape)
+        pad = (1,) * (len(out) - self.weight.ndim) + tuple(self.weight.shape)
+        if len(out) >= 3 and all(d == 1 for d in pad[1:]):
+            # a weight per channel (per direction of a TV): keeps K's Fourier symbol, so ADMM's
+            # x-step stays an exact FFT solve (a Mask would make it CG)
+            return ChannelScaled(K, jnp.broadcast_to(self.weight.reshape(pad[:1]), out[:1])), g
+        return Mask(jnp.broadcast_to(self.weight, out), dtype=K.out_dtype) @ K, g
 
     def regularization(self, x) -> jax.Array:
         """``weight * R(x)`` (or its elementwise-weighted form), 0 without a regulariser."""

@@ -282,8 +282,8 @@ def _default_warm_start(solver, problem):
     if solver.diff != "implicit":
         return False
     # The whole state is a valid start for a new weight only where nothing in it depends on the
-    # weight: ADMM (iterates, duals, penalty; its loop constants hold A^H y and the circulant
-    # symbols of A and of the regulariser's operator without the weight), and PDHG with a scalar
+    # weight: ADMM (iterates, duals, penalty; ``solver.refresh`` recomputes its loop constants,
+    # A^H y and the circulant symbols, for the new problem), and PDHG with a scalar
     # weight (its per-block norms ||K_i|| include an array weight). There, starting from the
     # duals too saved ~3x the iterations of a start from the image alone. CG's state holds the
     # residual of the old system, FISTA's step may depend on the weight: they restart from x.

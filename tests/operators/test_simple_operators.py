@@ -83,6 +83,23 @@ def test_complex_scale_adjoint_conjugates(rng):
     np.testing.assert_allclose(S.T(x), (1 - 2j) * A.T(x), atol=1e-5)
 
 
+def test_channel_scaled_matches_the_elementwise_weight_and_keeps_the_fourier_symbol(rng):
+    D = ops.FiniteDifference((8, 6))
+    c = rng.random(2) + 0.5
+    K = ops.ChannelScaled(D, c)
+    M = ops.Mask(np.broadcast_to(c[:, None, None], (2, 8, 6))) @ D
+    x = jnp.asarray(rng.standard_normal((8, 6)), jnp.float32)
+    q = jnp.asarray(rng.standard_normal((2, 8, 6)), jnp.float32)
+    np.testing.assert_allclose(K.mv(x), M.mv(x), rtol=1e-6)
+    np.testing.assert_allclose(K.rmv(q), M.rmv(q), rtol=1e-5, atol=1e-6)
+    # rfft2((K x)[k]) = s[k] rfft2(x): the symbol diagonalises K (numpy's FFT as the oracle)
+    s = np.asarray(K.fourier_symbol())
+    np.testing.assert_allclose(np.fft.rfft2(np.asarray(K.mv(x))), s * np.fft.rfft2(np.asarray(x))[None], atol=1e-4)
+    assert M.fourier_symbol() is None
+    # an elementwise weight keeps no symbol (Neumann differences have none either)
+    assert ops.ChannelScaled(ops.FiniteDifference((8, 6), boundary="neumann"), c).fourier_symbol() is None
+
+
 def test_algebra_shape_mismatch_raises():
     A = ops.Downsample((8, 8), 2)
     with pytest.raises(ValueError, match=r"in_shape \(8, 8\) must equal the right operator's out_shape \(4, 4\)"):
@@ -143,6 +160,8 @@ class _nullcontext:
         (lambda: ops.FiniteDifference((4, 4), boundary="zero"), ValueError, r"`boundary` must be one of"),
         (lambda: ops.FiniteDifference((4, 4), axes=(2,)), ValueError, r"`axes` must be distinct"),
         (lambda: ops.FiniteDifference((4, -1)), ValueError, r"`shape` entries must be >= 1"),
+        (lambda: ops.ChannelScaled(ops.FiniteDifference((4, 4)), np.ones(3)), ValueError, r"`scale` must have shape \(channels,\) = \(2,\).*got \(3,\)"),
+        (lambda: ops.ChannelScaled(ops.FiniteDifference((4, 4)), np.ones(2) * 1j), TypeError, r"`scale` must be real"),
     ],
 )
 def test_bad_input(factory, exc, match):
