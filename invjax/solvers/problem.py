@@ -7,8 +7,7 @@ import numpy as np
 
 from ..functionals import Functional, SquaredL2
 from ..operators import LinearOperator
-from ..operators.base import concrete_or_none
-from ..operators.base import ChannelScaled
+from ..operators.base import ChannelScaled, concrete_or_none
 from ..operators.mask import Mask
 
 
