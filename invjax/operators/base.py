@@ -320,17 +320,10 @@ class Sum(LinearOperator):
         return self.a.rmv(y) + self.b.rmv(y)
 
 
-class Scaled(LinearOperator):
-    """Scalar multiple ``(c A)(x) = c A(x)``; adjoint ``conj(c) A^H``."""
+class _Rescaled(LinearOperator):
+    """An operator ``op`` times a scale: the shapes and dtypes of ``op``."""
 
     op: LinearOperator
-    scale: jax.Array
-
-    def __init__(self, op: LinearOperator, scale):
-        self.op = op
-        self.scale = jnp.asarray(scale)
-        if self.scale.ndim != 0:
-            raise ValueError(f"c * A: `scale` must be a scalar, got shape {self.scale.shape}")
 
     @property
     def in_shape(self):
@@ -348,6 +341,18 @@ class Scaled(LinearOperator):
     def out_dtype(self):
         return self.op.out_dtype
 
+
+class Scaled(_Rescaled):
+    """Scalar multiple ``(c A)(x) = c A(x)``; adjoint ``conj(c) A^H``."""
+
+    scale: jax.Array
+
+    def __init__(self, op: LinearOperator, scale):
+        self.op = op
+        self.scale = jnp.asarray(scale)
+        if self.scale.ndim != 0:
+            raise ValueError(f"c * A: `scale` must be a scalar, got shape {self.scale.shape}")
+
     def mv(self, x):
         return _apply_scale(self.op.mv(x), self.scale)
 
@@ -359,13 +364,12 @@ class Scaled(LinearOperator):
         return None if sym is None else sym * self.scale
 
 
-class ChannelScaled(LinearOperator):
+class ChannelScaled(_Rescaled):
     """Per-channel multiple ``(D_c A)(x)[k] = c[k] A(x)[k]`` of an operator with a leading
     channel axis (``out_shape = (C, N, M)``, e.g. the stacked directions of a finite
     difference), ``c`` real of shape ``(C,)``. Unlike a general elementwise weight (``Mask``)
     it keeps ``A``'s Fourier symbol (``c[k] s[k]``), so FFT solves still apply."""
 
-    op: LinearOperator
     scale: jax.Array
 
     def __init__(self, op: LinearOperator, scale):
@@ -380,22 +384,6 @@ class ChannelScaled(LinearOperator):
             raise TypeError(f"ChannelScaled: `scale` must be real, got {scale.dtype}")
         self.op = op
         self.scale = scale
-
-    @property
-    def in_shape(self):
-        return self.op.in_shape
-
-    @property
-    def out_shape(self):
-        return self.op.out_shape
-
-    @property
-    def dtype(self):
-        return self.op.dtype
-
-    @property
-    def out_dtype(self):
-        return self.op.out_dtype
 
     def _per_channel(self, v):
         return self.scale.reshape((-1,) + (1,) * (v.ndim - 1)).astype(jnp.finfo(v.dtype).dtype)
