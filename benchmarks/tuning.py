@@ -408,7 +408,7 @@ def aniso(quick=False):
     reg = fn.TV(boundary="periodic")
     return dict(
         make=lambda w, y: ij.Problem(A, y, reg, w),
-        # an array weight makes the regulariser's operator non-circulant: ADMM's x-step runs CG.
+        # a (2, 1, 1) weight keeps the regulariser circulant (ChannelScaled): ADMM's x-step is an FFT solve.
         # adjoint_failure="ignore": on these piecewise-constant bars the TV dual (ADMM's u) is not
         # unique, the implicit-derivative system is singular, and some solves stall above
         # 10 * adjoint_tol (up to a 0.1 relative residual, measured); the stalled part of the

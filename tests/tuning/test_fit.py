@@ -58,7 +58,7 @@ def test_fit_vector_weight_beats_best_scalar_on_held_out():
     y = x + sigma * jax.random.normal(jax.random.PRNGKey(1), x.shape)
     I = ij.operators.Identity((n, n))
     make = lambda w, y: ij.Problem(I, y, fn.TV(boundary="periodic"), w)  # noqa: E731
-    # an array weight makes the regulariser's operator non-circulant: ADMM's x-step runs CG
+    # a (2, 1, 1) weight keeps the regulariser circulant (ChannelScaled): ADMM's x-step is an FFT solve
     solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6)
     init = jnp.full((2, 1, 1), 0.05)  # (vertical, horizontal) weights: TV's D stacks the axes in order
     weight, hist = ij.tuning.fit(make, x[:4], y[:4], init, solver, steps=15, loss="psnr", progress=False)
