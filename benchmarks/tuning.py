@@ -83,10 +83,10 @@ def deblur(quick=False):
         title=f"TV deblurring, camera tiles {n}^2, 9x9 Gaussian blur, sigma 0.01 (ADMM)",
         make=lambda w, y: ij.Problem(A, y, reg, w),
         # (adapt_iters: keep adapting the penalty across fit's warm starts)
-        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6),
+        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adapt_iters=10**6),
         # SURE's *value* needs converged solves (at tol 1e-3 it read 13 % low in expectation:
         # the implicit divergence is that of the fixed point, not of the returned iterate)
-        accurate_solver=ij.solvers.ADMM(max_iters=2000, tol=1e-4, adjoint_tol=1e-3, adjoint_restart=20),
+        accurate_solver=ij.solvers.ADMM(max_iters=2000, tol=1e-4, adjoint_tol=1e-3),
         x_train=x_train, y_train=noisy(k1, x_train), x_test=x_test, y_test=noisy(k2, x_test),
         sigma_test=jnp.full((8,), sigma),
         grid=jnp.logspace(-5, -1, 40),
@@ -116,8 +116,8 @@ def ct(quick=False):
         name="ct",
         title=f"TV sparse-view CT, random ellipses {n}^2, 30 angles, 5% noise (FISTA)",
         make=lambda w, y: ij.Problem(A, y, reg, w),
-        solver=ij.solvers.FISTA(max_iters=1000, tol=1e-4, adjoint_tol=0.1, adjoint_restart=10),
-        accurate_solver=ij.solvers.FISTA(max_iters=3000, tol=1e-5, adjoint_tol=1e-2, adjoint_restart=20),
+        solver=ij.solvers.FISTA(max_iters=1000, tol=1e-4, adjoint_tol=0.1),
+        accurate_solver=ij.solvers.FISTA(max_iters=3000, tol=1e-5, adjoint_tol=1e-2),
         x_train=x[:8], y_train=y[:8], x_test=x[8:], y_test=y[8:],
         sigma_test=sigma[8:],
         grid=jnp.logspace(np.log10(0.3), np.log10(300), 40),
@@ -416,7 +416,7 @@ def aniso(quick=False):
         # fit (the table). With jax.scipy's GMRES these solves gave NaN and the vector fit stopped
         # at its first step (24.83 dB); unrolled gradients through the CG x-step fitted
         # (0.03, 0.03), 1.2 dB below the best scalar (both measured)
-        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6,
+        solver=ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adapt_iters=10**6,
                                adjoint_failure="ignore"),
         x_train=x[:8], y_train=y[:8], x_test=x[8:], y_test=y[8:],
         grid=jnp.logspace(-3, 0, 40), init=0.03, steps=15,

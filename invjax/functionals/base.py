@@ -25,7 +25,20 @@ and inherits
 * ``c * f`` (``c >= 0``): :class:`Scaled`, whose prox scales the step.
 
 Smooth functionals also give ``f.grad(x)`` and set ``smooth = True``; ``f.lipschitz`` is the
-Lipschitz constant of the gradient where known (``None`` otherwise). For complex ``x``,
+Lipschitz constant of the gradient where known (``None`` otherwise). ``differentiable = True``
+marks every functional with a ``grad`` that is itself differentiable almost everywhere (the
+smooth ones, and ``PoissonLikelihood`` on its domain): implicit derivatives take its Hessian
+by a JVP of ``grad``.
+
+Non-smooth functionals with a simple prox (``L1``, ``L21``, ``NonNegative``, ``Box``) describe
+their *active manifold* for implicit differentiation (Vaiter, Deledalle, Peyré, Dossal & Fadili,
+"Local behavior of sparse analysis regularization", ACHA 2013): near a solution, ``f`` is smooth
+on the set of points that keep the same zero pattern (or the same clipped coordinates), so the
+solution is a smooth function of the problem's parameters on it. ``f.manifold(w, step,
+max_curvature)`` returns ``(z, pinned)``, the prox point ``z = prox_{step f}(w)`` and the
+coordinates that stay fixed (a zero of ``L1``, a zero group of ``L21``, a clipped coordinate of
+a box); ``f.manifold_grad(u, pinned)`` is the gradient of ``f`` restricted to the manifold (its
+Jacobian the curvature there, e.g. ``(I - n n^T) / |u|`` for a group norm). For complex ``x``,
 ``grad`` is the gradient for the real inner product ``Re <x, y>``, i.e.
 ``df/dRe(x) + i df/dIm(x)``, which is the complex conjugate of what ``jax.grad`` returns.
 
@@ -58,6 +71,7 @@ class Functional(eqx.Module):
 
     smooth: ClassVar[bool] = False
     indicator: ClassVar[bool] = False
+    differentiable: ClassVar[bool] = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
         raise NotImplementedError
@@ -87,6 +101,45 @@ class Functional(eqx.Module):
     def lipschitz(self) -> jax.Array | None:
         """Lipschitz constant of ``grad`` (a real scalar), or ``None`` when unknown/not smooth."""
         return None
+
+    # ---- implicit differentiation ---------------------------------------------------------------
+    def manifold(self, w: jax.Array, step, floor=0.0) -> tuple[jax.Array, jax.Array]:
+        """``(z, pinned)``: the prox point ``z = prox_{step f}(w)`` and a boolean mask
+        (broadcastable to ``w``) of the coordinates pinned on ``f``'s active manifold there.
+
+        At a solution with dual ``p`` of the term ``f(u)``, ``u = z`` when ``w = u + step p``.
+        Entries (groups) of ``z`` whose modulus is at most ``floor`` count as zeros: at the
+        accuracy of an iterative solve they cannot be told from exact zeros, and the curvature
+        ``1 / |z_j|`` of a norm there would only make the derivative system stiff.
+
+        Raises:
+            NotImplementedError: for functionals without this structure (then implicit
+                derivatives through a non-smooth use of ``f`` are not available; use
+                ``diff="unroll"``).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} describes no active manifold: implicit derivatives through it are not available "
+            "(use diff='unroll')"
+        )
+
+    def manifold_grad(self, u: jax.Array, pinned: jax.Array) -> jax.Array:
+        """The gradient of ``f`` at ``u`` restricted to its active manifold: 0 on ``pinned``
+        coordinates, smooth in ``u`` elsewhere (its JVP is the curvature on the manifold)."""
+        if self.differentiable:
+            return self.grad(u)
+        raise NotImplementedError(f"{type(self).__name__} describes no active manifold")
+
+    # ---- warm-started proximal maps ---------------------------------------------------------------
+    def prox_warm(self, v: jax.Array, step, state=None, max_iters: int | None = None):
+        """``(prox_{step f}(v), state)``: the prox with a warm start for iterative proxes.
+
+        For a functional whose prox is itself iterative (``TV``), ``state`` is its dual variable
+        ``q`` with ``prox_{step f}(v) = v - K^H q`` (``K`` from :meth:`composite`): pass the
+        returned state back at the next call. ``max_iters`` (an int) runs that many inner
+        iterations in a reverse-mode differentiable scan instead of a tolerance loop. Closed-form
+        proxes return ``state`` unchanged (``None``).
+        """
+        return self.prox(v, step), state
 
     def composite(self, shape) -> tuple[LinearOperator, "Functional"]:
         """``(K, g)`` with ``f(x) = g(K x)`` for ``x`` of shape ``shape``, ``g`` with exact prox.
@@ -153,6 +206,10 @@ class Scaled(Functional):
     def indicator(self) -> bool:  # type: ignore[override]
         return self.functional.indicator
 
+    @property
+    def differentiable(self) -> bool:  # type: ignore[override]
+        return self.functional.differentiable
+
     def _c(self, x):
         return self.scale.astype(jnp.finfo(jnp.asarray(x).dtype).dtype)
 
@@ -179,3 +236,13 @@ class Scaled(Functional):
     def composite(self, shape):
         op, inner = self.functional.composite(shape)
         return op, Scaled(inner, self.scale)
+
+    def manifold(self, w, step, floor=0.0):
+        return self.functional.manifold(w, step * self._c(w), floor)
+
+    def manifold_grad(self, u, pinned):
+        g = self.functional.manifold_grad(u, pinned)
+        return self._c(g) * g
+
+    def prox_warm(self, v, step, state=None, max_iters=None):
+        return self.functional.prox_warm(v, step * self._c(v), state, max_iters)

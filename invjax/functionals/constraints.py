@@ -42,6 +42,13 @@ class NonNegative(Functional):
         check_step(step, v, who)
         return jnp.maximum(v, 0)
 
+    def manifold(self, w, step, floor=0.0):
+        """Pinned: the coordinates the projection clips (``w < 0``)."""
+        return jnp.maximum(w, 0), w < 0
+
+    def manifold_grad(self, u, pinned):
+        return jnp.zeros_like(u)
+
 
 class Box(Functional):
     r"""Indicator of the box ``{x : lower <= x <= upper}`` (elementwise):
@@ -107,3 +114,11 @@ class Box(Functional):
         check_step(step, v, who)
         lo, hi = self._bounds(v, who)
         return jnp.minimum(jnp.maximum(v, lo), hi)
+
+    def manifold(self, w, step, floor=0.0):
+        """Pinned: the coordinates the projection clips (``w`` outside the box)."""
+        lo, hi = self._bounds(w, "Box.manifold")
+        return jnp.minimum(jnp.maximum(w, lo), hi), (w < lo) | (w > hi)
+
+    def manifold_grad(self, u, pinned):
+        return jnp.zeros_like(u)

@@ -41,6 +41,7 @@ class Huber(Functional):
     delta: jax.Array
 
     smooth: ClassVar[bool] = True
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, delta=1.0):
         self.delta = as_param(delta, "delta", "Huber", positive=True)

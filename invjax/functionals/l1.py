@@ -58,3 +58,16 @@ class L1(Functional):
         v = as_input(v, who, "v")
         s = check_step(step, v, who)
         return shrink(v, safe_abs(v), self._t(v, s, who))
+
+    def manifold(self, w, step, floor=0.0):
+        """Pinned: the entries of the soft-thresholded point with modulus at most ``floor``."""
+        z = self.prox(w, step)
+        pinned = safe_abs(z) <= floor
+        return jnp.where(pinned, 0, z), pinned
+
+    def manifold_grad(self, u, pinned):
+        """``w_i u_i / |u_i|`` off the pinned entries, 0 on them."""
+        u = as_input(u, "L1.manifold_grad", "u")
+        mag = safe_abs(u)
+        free = ~pinned & (mag > 0)
+        return jnp.where(free, self._t(u, 1, "L1.manifold_grad") * u / jnp.where(free, mag, 1), 0).astype(u.dtype)

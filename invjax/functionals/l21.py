@@ -68,3 +68,16 @@ class L21(Functional):
         s = check_step(step, v, who)
         axis = self._axis(v, who)
         return shrink(v, group_norm(v, axis, keepdims=True), s)
+
+    def manifold(self, w, step, floor=0.0):
+        """Pinned: the groups of the group-soft-thresholded point with norm at most ``floor``."""
+        z = self.prox(w, step)
+        pinned = group_norm(z, self._axis(z, "L21.manifold"), keepdims=True) <= floor
+        return jnp.where(pinned, 0, z), pinned
+
+    def manifold_grad(self, u, pinned):
+        """``u_j / ||u_j||`` for the free groups ``j``, 0 for the pinned ones."""
+        u = as_input(u, "L21.manifold_grad", "u")
+        norm = group_norm(u, self._axis(u, "L21.manifold_grad"), keepdims=True)
+        free = ~pinned & (norm > 0)
+        return jnp.where(free, u / jnp.where(free, norm, 1), 0).astype(u.dtype)

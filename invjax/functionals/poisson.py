@@ -2,6 +2,8 @@ r"""Poisson negative log-likelihood (Kullback-Leibler data fidelity) with a back
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -54,6 +56,8 @@ class PoissonLikelihood(Functional):
     data: jax.Array | None
     background: jax.Array
     normalized: bool = eqx.field(static=True)
+
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, data=None, background=0.0, normalized=True):
         who = "PoissonLikelihood"

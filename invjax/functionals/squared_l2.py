@@ -51,6 +51,7 @@ class SquaredL2(Functional):
     weights: jax.Array | None
 
     smooth: ClassVar[bool] = True
+    differentiable: ClassVar[bool] = True
 
     def __init__(self, data=None, weights=None):
         self.data = None if data is None else as_param(data, "data", "SquaredL2", allow_complex=True)

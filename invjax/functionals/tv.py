@@ -173,6 +173,17 @@ class TV(Functional):
     def prox(self, v, step):
         return self.solve_prox(v, step).x
 
+    def prox_warm(self, v, step, state=None, max_iters=None):
+        """The prox from the dual ``state`` of an earlier call (``None``: from 0); returns the
+        prox and its dual ``q`` (``prox = v - D^H q``). With ``max_iters``, exactly that many FGP
+        iterations in a reverse-mode differentiable scan (rounded up to a multiple of 10)."""
+        if max_iters is None:
+            out = self.solve_prox(v, step, dual=state)
+        else:
+            fixed = TV(self.isotropic, self.boundary, self.axes, self.tol, int(max_iters), unroll=True)
+            out = fixed.solve_prox(v, step, dual=state)
+        return out.x, out.dual
+
     def solve_prox(self, v, step, dual=None) -> TVProxResult:
         """The prox with its dual variable and convergence information (see the class doc).
 

@@ -9,6 +9,7 @@ from .base import (
     Scaled,
     Sum,
     check_adjoint,
+    weighted,
 )
 from .convolution import Convolution, gaussian_psf
 from .dense import Dense
@@ -36,4 +37,5 @@ __all__ = [
     "check_adjoint",
     "fbp",
     "gaussian_psf",
+    "weighted",
 ]

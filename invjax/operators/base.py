@@ -117,6 +117,13 @@ class LinearOperator(eqx.Module):
         """``A^H A x``."""
         return self.rmv(self.mv(x))
 
+    def gram_diagonal(self) -> jax.Array | None:
+        """The diagonal of ``A^H A`` (shape ``in_shape``, real), or ``None`` where it is not cheap.
+
+        Solvers use it to scale (precondition) linear systems; it is exact where given.
+        """
+        return None
+
     # ---- algebra ----------------------------------------------------------------------------
     def __matmul__(self, other):
         if isinstance(other, LinearOperator):
@@ -363,6 +370,13 @@ class Scaled(_Rescaled):
         sym = self.op.fourier_symbol()
         return None if sym is None else sym * self.scale
 
+    def gram(self, x):
+        return _apply_scale(self.op.gram(x), jnp.abs(self.scale) ** 2)
+
+    def gram_diagonal(self):
+        d = self.op.gram_diagonal()
+        return None if d is None else d * (jnp.abs(self.scale) ** 2).astype(d.dtype)
+
 
 class ChannelScaled(_Rescaled):
     """Per-channel multiple ``(D_c A)(x)[k] = c[k] A(x)[k]`` of an operator with a leading
@@ -402,6 +416,28 @@ class ChannelScaled(_Rescaled):
         return sym * self.scale.reshape(-1, 1, 1)
 
 
+def weighted(op: LinearOperator, weight) -> LinearOperator:
+    """The operator ``x -> weight * op(x)`` (elementwise), ``weight`` real and broadcastable to
+    ``op.out_shape``, in its most structured form: a weight constant over all but the leading
+    (channel) axis gives :class:`ChannelScaled`, which keeps ``op``'s Fourier symbol; any other
+    weight a :class:`~invjax.operators.Mask` composed with ``op``."""
+    from .mask import Mask
+
+    weight = jnp.asarray(weight)
+    out = tuple(op.out_shape)
+    try:
+        np.broadcast_shapes(tuple(weight.shape), out)
+        ok = np.broadcast_shapes(tuple(weight.shape), out) == out
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"weighted: `weight` of shape {weight.shape} must broadcast to the operator's out_shape {out}")
+    pad = (1,) * (len(out) - weight.ndim) + tuple(weight.shape)
+    if len(out) >= 3 and all(d == 1 for d in pad[1:]):
+        return ChannelScaled(op, jnp.broadcast_to(weight.reshape(pad[:1]), out[:1]))
+    return Mask(jnp.broadcast_to(weight, out), dtype=op.out_dtype) @ op
+
+
 def _apply_scale(v, s):
     # A real scale keeps v's precision (a float64 Python scalar must not upcast float32 data).
     if not _is_complex(s.dtype):
@@ -410,12 +446,21 @@ def _apply_scale(v, s):
 
 
 class Identity(LinearOperator):
-    """Identity on arrays of shape ``shape``."""
+    """Identity on arrays of shape ``shape``.
+
+    Args:
+        shape: the array shape.
+        dtype: the input (and output) dtype (default: the default float, float32 or float64
+            under ``jax_enable_x64``; pass ``jnp.complex64`` for complex images). Applied to an
+            array of another dtype it returns that array unchanged.
+    """
 
     shape: Shape = eqx.field(static=True)
+    _dtype: str = eqx.field(static=True)
 
-    def __init__(self, shape):
+    def __init__(self, shape, dtype=None):
         self.shape = tuple(int(s) for s in shape)
+        self._dtype = jnp.dtype(default_float() if dtype is None else dtype).name
 
     @property
     def in_shape(self):
@@ -425,17 +470,27 @@ class Identity(LinearOperator):
     def out_shape(self):
         return self.shape
 
+    @property
+    def dtype(self):
+        return jnp.dtype(self._dtype)
+
     def mv(self, x):
         return x
 
     def rmv(self, y):
         return y
 
+    def gram(self, x):
+        return x
+
+    def gram_diagonal(self):
+        return jnp.ones(self.shape, jnp.finfo(self.dtype).dtype)
+
     def fourier_symbol(self):
-        if len(self.shape) != 2:
+        if len(self.shape) != 2 or _is_complex(self.dtype):
             return None
         n, m = self.shape
-        return jnp.ones((1, n, m // 2 + 1), default_float())
+        return jnp.ones((1, n, m // 2 + 1), self.dtype)
 
 
 def _random_like(key, shape, dtype):

@@ -42,5 +42,8 @@ class Dense(LinearOperator):
     def mv(self, x):
         return self.matrix.astype(jnp.result_type(self.matrix.dtype, x.dtype)) @ x
 
+    def gram_diagonal(self):
+        return jnp.sum(jnp.abs(self.matrix) ** 2, axis=0)
+
     def rmv(self, y):
         return jnp.conj(self.matrix.astype(jnp.result_type(self.matrix.dtype, y.dtype))).T @ y

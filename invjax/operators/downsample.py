@@ -5,7 +5,7 @@ import numpy as np
 import jax.numpy as jnp
 
 from ._validate import as_shape
-from .base import LinearOperator
+from .base import LinearOperator, default_float
 
 
 class Downsample(LinearOperator):
@@ -64,6 +64,10 @@ class Downsample(LinearOperator):
     def mv(self, x):
         axes = tuple(range(1, 2 * len(self.shape), 2))
         return x.reshape(self._blocked()).mean(axis=axes)
+
+    def gram_diagonal(self):
+        f = 1.0 / float(np.prod(self.factor))
+        return jnp.full(self.shape, f * f, default_float())
 
     def rmv(self, y):
         scale = 1.0 / jnp.prod(jnp.asarray(self.factor)).astype(jnp.finfo(y.dtype).dtype)

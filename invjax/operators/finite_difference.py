@@ -4,7 +4,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ._validate import as_shape
-from .base import LinearOperator
+from .base import LinearOperator, default_float
 
 _BOUNDARIES = ("periodic", "neumann")
 
@@ -69,6 +69,20 @@ class FiniteDifference(LinearOperator):
         freqs = (jnp.fft.fftfreq(n)[:, None], jnp.fft.rfftfreq(m)[None, :])
         full = (n, m // 2 + 1)
         return jnp.stack([jnp.broadcast_to(jnp.exp(2j * jnp.pi * freqs[a]) - 1, full) for a in self.axes])
+
+    def gram_diagonal(self):
+        total = jnp.zeros(self.shape, jnp.finfo(default_float()).dtype)
+        for axis in self.axes:
+            n = self.shape[axis]
+            idx = jnp.arange(n).reshape([-1 if a == axis else 1 for a in range(len(self.shape))])
+            if n == 1:
+                count = jnp.zeros_like(idx)
+            elif self.boundary == "periodic":
+                count = jnp.full(idx.shape, 2)
+            else:  # an end pixel has one difference, an interior pixel two
+                count = jnp.where((idx == 0) | (idx == n - 1), 1, 2)
+            total = total + count
+        return total
 
     def _last_zero(self, v, axis):
         idx = jnp.arange(self.shape[axis]).reshape([-1 if a == axis else 1 for a in range(len(self.shape))])

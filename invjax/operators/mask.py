@@ -62,3 +62,9 @@ class Mask(LinearOperator):
 
     def rmv(self, y):
         return self.mv(y)
+
+    def gram(self, x):
+        return x * (self.mask**2).astype(jnp.finfo(x.dtype).dtype)
+
+    def gram_diagonal(self):
+        return self.mask**2

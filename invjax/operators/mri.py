@@ -93,6 +93,13 @@ class CartesianMRI(LinearOperator):
             x = self.sensitivities.astype(x.dtype) * x
         return mask * self._fft(x)
 
+    def gram_diagonal(self):
+        # F^H diag(m^2) F is circulant with diagonal mean(m^2) (orthonormal F)
+        level = jnp.mean(self.mask**2)
+        if self.sensitivities is None:
+            return jnp.full(self.in_shape, level, self.mask.dtype)
+        return level * jnp.sum(jnp.abs(self.sensitivities) ** 2, axis=0).astype(self.mask.dtype)
+
     def rmv(self, y):
         y = y.astype(jnp.result_type(y.dtype, jnp.complex64))
         mask = self.mask.astype(jnp.finfo(y.dtype).dtype)

@@ -7,6 +7,21 @@ from .driver import IterativeSolver, Solution, Stats, solve
 from .fista import FISTA
 from .landweber import Landweber
 from .pdhg import PDHG
-from .problem import Problem
+from .implicit import Dual
+from .problem import Problem, Term
 
-__all__ = ["ADMM", "CG", "FISTA", "IterativeSolver", "Landweber", "PDHG", "Problem", "Solution", "Stats", "solve", "solve_batch"]
+__all__ = [
+    "ADMM",
+    "CG",
+    "Dual",
+    "FISTA",
+    "IterativeSolver",
+    "Landweber",
+    "PDHG",
+    "Problem",
+    "Solution",
+    "Stats",
+    "Term",
+    "solve",
+    "solve_batch",
+]

@@ -72,33 +72,66 @@ def cg_start(matvec, b, x0):
     return x0, r, r, jnp.real(jnp.vdot(r, r))
 
 
+def pcg(matvec, b, x0=None, precondition=None, rtol=1e-6, max_iters=100, fixed=False, reduction=None):
+    """Preconditioned conjugate gradients for ``H x = b``, ``H`` Hermitian positive
+    semi-definite (real inner product ``Re <., .>``, so complex arrays work).
+
+    Args:
+        matvec: ``v -> H v``.
+        b: right-hand side.
+        x0: start (default 0).
+        precondition: ``r -> M^{-1} r`` with ``M`` Hermitian positive definite (default identity).
+        rtol: stop when ``||b - H x|| <= rtol ||b||``...
+        reduction: ...or (if given) when ``||b - H x|| <= reduction ||b - H x0||`` (for warm
+            starts inside an outer iteration: every call makes progress).
+        max_iters: iteration limit.
+        fixed: run exactly ``max_iters`` iterations in a ``fori_loop`` (reverse-mode
+            differentiable) instead of a tolerance loop.
+
+    Returns:
+        ``(x, relative residual, iterations)``.
+    """
+    precondition = (lambda r: r) if precondition is None else precondition
+    x = jnp.zeros_like(b) if x0 is None else x0
+    r = b - matvec(x) if x0 is not None else b
+    real = jnp.finfo(b.dtype).dtype
+    bnorm = jnp.sqrt(jnp.real(jnp.vdot(b, b)))
+    z = precondition(r)
+    rz = jnp.real(jnp.vdot(r, z))
+
+    def body(c):
+        k, x, r, p, rz, _ = c
+        q = matvec(p)
+        pq = jnp.real(jnp.vdot(p, q))
+        alpha = jnp.where(pq > 0, rz / jnp.where(pq > 0, pq, 1), 0).astype(real)
+        x = x + alpha * p
+        r = r - alpha * q
+        z = precondition(r)
+        rz_new = jnp.real(jnp.vdot(r, z))
+        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1), 0).astype(real)
+        return k + 1, x, r, z + beta * p, rz_new, jnp.sqrt(jnp.real(jnp.vdot(r, r)))
+
+    r0norm = jnp.sqrt(jnp.real(jnp.vdot(r, r)))
+    target = rtol * bnorm if reduction is None else jnp.maximum(rtol * bnorm, reduction * r0norm)
+
+    def cond(c):
+        return (c[0] < max_iters) & (c[5] > target)
+
+    carry = (jnp.zeros((), jnp.int32), x, r, z, rz, r0norm)
+    if fixed:
+        carry = jax.lax.fori_loop(0, max_iters, lambda _, c: body(c), carry)
+    else:
+        carry = jax.lax.while_loop(cond, body, carry)
+    k, x, _, _, _, rnorm = carry
+    rel = jnp.where(bnorm > 0, rnorm / jnp.where(bnorm > 0, bnorm, 1), 0)
+    return x, rel, k
+
+
 def cg_fixed(matvec, b, x0, iters: int):
     """``iters`` CG steps on ``H x = b`` from ``x0`` (fixed count: scan-friendly)."""
     state = cg_start(matvec, b, x0)
     state = jax.lax.fori_loop(0, iters, lambda _, s: cg_step(matvec, s), state)
     return state[0]
-
-
-def split_terms(problem: Problem, *, keep_quadratic_fidelity: bool, constraint_as_term: bool):
-    """The problem as ``[quadratic fidelity] + sum_i g_i(K_i x) [+ constraint]``.
-
-    Returns ``(quadratic, terms)``: ``quadratic`` is ``True`` when the fidelity is an unweighted
-    ``SquaredL2`` kept out of ``terms`` (for an exact x-step); ``terms`` is a tuple of
-    ``(K_i, g_i)`` pairs, each ``g_i`` with an exact prox.
-    """
-    from ..operators import Identity
-
-    terms = []
-    fid = problem.data_fidelity
-    quadratic = keep_quadratic_fidelity and isinstance(fid, SquaredL2) and fid.weights is None
-    if not quadratic:
-        terms.append((problem.op, fid))
-    split = problem.split_regularizer()
-    if split is not None:
-        terms.append(split)
-    if constraint_as_term and problem.constraint is not None:
-        terms.append((Identity(problem.op.in_shape), problem.constraint))
-    return quadratic, tuple(terms)
 
 
 def stacked_norm(ops, key=None, iters: int = 50):

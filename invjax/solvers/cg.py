@@ -1,11 +1,13 @@
 """Conjugate gradients on the normal equations of a quadratic (Tikhonov) problem."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from ._common import cg_start, cg_step, is_quadratic, smooth_grad
-from .driver import FixedPointOnX
+from .driver import IterativeSolver
 
 
 class _CGState(eqx.Module):
@@ -16,7 +18,7 @@ class _CGState(eqx.Module):
     bnorm: jax.Array
 
 
-class CG(FixedPointOnX):
+class CG(IterativeSolver):
     r"""Conjugate gradients for quadratic problems (Hestenes & Stiefel 1952).
 
     Solves the normal equations of
@@ -25,13 +27,17 @@ class CG(FixedPointOnX):
     .. math:: (A^H W A + \lambda K^H V K)\, x = A^H W y + \lambda K^H V d ,
 
     i.e. a ``SquaredL2`` fidelity with a ``SquaredL2`` regulariser (``K`` the identity, or the
-    regulariser's own operator) and no constraint. The matrix is applied matrix-free from the
-    gradient: ``H x - b = grad(x)``. Stops when ``||b - H x|| <= tol ||b||``.
+    regulariser's own operator) and no constraint. The matrix is applied matrix-free, as a JVP of
+    the gradient. Stops when ``||b - H x|| <= tol ||b||`` (checked every ``check_every``
+    iterations; default 1 here, since a CG iteration is cheap next to its residual).
 
     Example:
         >>> problem = ij.Problem(A, y, ij.functionals.SquaredL2(), weight=1e-2)
         >>> sol = ij.solve(problem, ij.solvers.CG(max_iters=200, tol=1e-6))
     """
+
+    tol: float = eqx.field(static=True, default=1e-6, kw_only=True)
+    check_every: int = eqx.field(static=True, default=1, kw_only=True)
 
     def validate(self, problem):
         if not is_quadratic(problem.fidelity):
@@ -61,10 +67,11 @@ class CG(FixedPointOnX):
 
     def step(self, problem, state):
         x, r, p, rr = cg_step(lambda v: self._matvec(problem, v), (state.x, state.r, state.p, state.rr))
-        return _CGState(x, r, p, rr, state.bnorm)
+        return dataclasses.replace(state, x=x, r=r, p=p, rr=rr)
 
     def residual(self, problem, old, new):
         return jnp.sqrt(new.rr) / jnp.maximum(new.bnorm, jnp.finfo(new.bnorm.dtype).tiny)
 
-    def fixed_point(self, problem, z, state):
-        return z - self._grad(problem, z)
+    def refresh(self, problem, state):
+        # the residual and search direction belong to the old system: restart them at the old x
+        return self.init(problem, state.x)

@@ -1,11 +1,14 @@
 """FISTA: proximal gradient with Nesterov momentum."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from ._common import smooth_grad, smooth_lipschitz, smooth_regularizer
-from .driver import FixedPointOnX
+from .driver import IterativeSolver
+from .implicit import Dual
 
 
 class _State(eqx.Module):
@@ -13,9 +16,10 @@ class _State(eqx.Module):
     y: jax.Array
     t: jax.Array
     step: jax.Array
+    prox_state: object  # warm start of an iterative prox (the TV dual), or None
 
 
-class FISTA(FixedPointOnX):
+class FISTA(IterativeSolver):
     r"""Fast iterative shrinkage-thresholding (Beck & Teboulle, SIAM J. Imaging Sci. 2009).
 
     For ``Phi(x) = f(x) + g(x)`` with ``f = F(A x; y)`` smooth (plus a smooth regulariser) and
@@ -25,39 +29,56 @@ class FISTA(FixedPointOnX):
               t_{k+1} = \tfrac{1 + \sqrt{1 + 4 t_k^2}}{2},\quad
               y_{k+1} = x_{k+1} + \tfrac{t_k - 1}{t_{k+1}} (x_{k+1} - x_k).
 
-    ``TV`` is handled through its own prox (a dual FGP solve to ``TV.tol``, Beck & Teboulle
-    2009b). A non-smooth regulariser together with a constraint has no exact prox here: use
-    ADMM or PDHG. The implicit gradient differentiates the fixed point of the plain
-    proximal-gradient map ``x = prox_{tau g}(x - tau grad f(x))``.
+    ``TV`` is handled through its own prox (a dual FGP solve, Beck & Teboulle 2009b),
+    warm-started from the previous iteration's dual: to ``TV.tol`` in a tolerance loop with
+    ``diff="implicit"``, ``prox_iters`` FGP iterations with ``diff="unroll"`` (reverse-mode
+    differentiable). A non-smooth regulariser together with a constraint has no exact prox
+    here: use ADMM or PDHG.
 
     Args:
-        step_size: ``tau`` (``None``: ``1 / L`` from ``A.norm()``); must be ``< 2 / L``... and
-            ``<= 1 / L`` for the FISTA rate.
+        step_size: ``tau`` (``None``: ``1 / L`` from ``A.norm()``); must be ``< 2 / L`` (and
+            ``<= 1 / L`` for the FISTA rate).
         backtracking: shrink ``tau`` by ``eta`` until the sufficient-decrease condition holds
             (needs no ``L``; ``step_size`` is then the starting step).
         eta: backtracking factor in (0, 1).
+        prox_iters: inner iterations of an iterative prox per step with ``diff="unroll"``
+            (default 20).
     """
 
     step_size: float | None = eqx.field(static=True, default=None)
     backtracking: bool = eqx.field(static=True, default=False)
     eta: float = eqx.field(static=True, default=0.5)
+    prox_iters: int = eqx.field(static=True, default=20)
+
+    def __check_init__(self):
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"FISTA: `step_size` must be > 0, got {self.step_size}")
+        if not 0 < self.eta < 1:
+            raise ValueError(f"FISTA: `eta` must be in (0, 1), got {self.eta}")
+        if not (isinstance(self.prox_iters, int) and self.prox_iters >= 1):
+            raise ValueError(f"FISTA: `prox_iters` must be an int >= 1, got {self.prox_iters!r}")
 
     def validate(self, problem):
         if not problem.fidelity.smooth:
             raise TypeError(f"FISTA needs a smooth fidelity, got {type(problem.fidelity).__name__}; use PDHG or ADMM")
         nonsmooth_reg = problem.regularizer is not None and not smooth_regularizer(problem)
         if nonsmooth_reg and problem.constraint is not None:
-            raise TypeError("FISTA: a non-smooth regulariser with a constraint has no exact prox; use ADMM or PDHG")
+            raise TypeError(
+                f"FISTA: the non-smooth regulariser {type(problem.regularizer).__name__} with the constraint "
+                f"{type(problem.constraint).__name__} has no exact prox; use ADMM or PDHG"
+            )
         if nonsmooth_reg and not problem.scalar_weight:
-            raise TypeError("FISTA needs a scalar `weight` for a non-smooth regulariser; use ADMM or PDHG")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ValueError(f"FISTA: `step_size` must be > 0, got {self.step_size}")
-        if not 0 < self.eta < 1:
-            raise ValueError(f"FISTA: `eta` must be in (0, 1), got {self.eta}")
+            raise TypeError(
+                f"FISTA needs a scalar `weight` for the non-smooth regulariser {type(problem.regularizer).__name__}; "
+                "use ADMM or PDHG"
+            )
 
     # f: smooth part, g: prox part
     def _smooth_reg(self, problem):
         return problem.regularizer is not None and smooth_regularizer(problem)
+
+    def _prox_reg(self, problem):
+        return problem.regularizer is not None and not self._smooth_reg(problem)
 
     def _f(self, problem, x):
         val = problem.data_fidelity(problem.op.mv(x))
@@ -66,15 +87,13 @@ class FISTA(FixedPointOnX):
     def _grad(self, problem, x):
         return smooth_grad(problem, x, self._smooth_reg(problem))
 
-    def _prox(self, problem, v, tau):
-        if problem.regularizer is not None and not self._smooth_reg(problem):
-            return problem.regularizer.prox(v, tau * problem.weight.astype(tau.dtype))
+    def _prox(self, problem, v, tau, prox_state):
+        if self._prox_reg(problem):
+            iters = self.prox_iters if self.diff == "unroll" else None
+            return problem.regularizer.prox_warm(v, tau * problem.weight.astype(tau.dtype), prox_state, iters)
         if problem.constraint is not None:
-            return problem.constraint.prox(v, tau)
-        return v
-
-    def _map(self, problem, y, tau):
-        return self._prox(problem, y - tau * self._grad(problem, y), tau)
+            return problem.constraint.prox(v, tau), prox_state
+        return v, prox_state
 
     def init(self, problem, x0):
         real = jnp.finfo(x0.dtype).dtype
@@ -85,15 +104,18 @@ class FISTA(FixedPointOnX):
             if not self.backtracking:
                 lip = smooth_lipschitz(problem, self._smooth_reg(problem))
                 tau = eqx.error_if(tau, tau * lip >= 2 * 1.01, "FISTA: `step_size` must be < 2 / L for convergence")
-        return _State(x0, x0, jnp.ones((), real), tau)
+        # the prox's warm state (the TV dual) starts at zero
+        shapes = jax.eval_shape(lambda: self._prox(problem, x0, jnp.zeros((), real), None)[1])
+        prox_state = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return _State(x0, x0, jnp.ones((), real), tau, prox_state)
 
-    def _backtrack(self, problem, y, tau):
+    def _backtrack(self, problem, y, tau, prox_state):
         """Largest ``tau * eta^j`` with ``f(p) <= f(y) + <grad f(y), p - y> + ||p - y||² / (2 tau)``."""
         y = jax.lax.stop_gradient(y)
         fy, gy = self._f(problem, y), self._grad(problem, y)
 
         def bad(tau):
-            p = self._prox(problem, y - tau * gy, tau)
+            p, _ = self._prox(problem, y - tau * gy, tau, prox_state)
             d = p - y
             quad = fy + jnp.real(jnp.vdot(gy, d)) + jnp.sum(jnp.abs(d) ** 2) / (2 * tau)
             return self._f(problem, p) > quad * (1 + 10 * jnp.finfo(tau.dtype).eps)
@@ -106,8 +128,21 @@ class FISTA(FixedPointOnX):
         return jax.lax.stop_gradient(tau)
 
     def step(self, problem, state):
-        tau = self._backtrack(problem, state.y, state.step) if self.backtracking else state.step
-        x = self._map(problem, state.y, tau)
+        tau = self._backtrack(problem, state.y, state.step, state.prox_state) if self.backtracking else state.step
+        x, prox_state = self._prox(problem, state.y - tau * self._grad(problem, state.y), tau, state.prox_state)
         t = (1 + jnp.sqrt(1 + 4 * state.t**2)) / 2
         y = x + ((state.t - 1) / t).astype(x.real.dtype) * (x - state.x)
-        return _State(x, y, t, tau)
+        return _State(x, y, t, tau, prox_state)
+
+    def duals(self, problem, state):
+        out = [None] * len(problem.terms())
+        if self._prox_reg(problem) and state.prox_state is not None:
+            # prox_{tau lam R}(v) = v - K^H q at the fixed point x = prox(x - tau grad f(x)):
+            # grad f(x) + K^H (q / tau) = 0, so q / tau is the dual of the term lam g(K x)
+            index = [t.role for t in problem.terms()].index("regularizer")
+            out[index] = Dual(state.prox_state / state.step)
+        return tuple(out)
+
+    def refresh(self, problem, state):
+        # a new problem restarts the momentum and takes the step for its own Lipschitz constant
+        return dataclasses.replace(self.init(problem, state.x), prox_state=state.prox_state)

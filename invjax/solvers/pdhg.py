@@ -1,11 +1,14 @@
 """PDHG (Chambolle–Pock) with block-normalised steps and an adaptive primal weight."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._common import ratio, split_terms, stacked_norm
+from ._common import ratio, stacked_norm
 from .driver import IterativeSolver
+from .implicit import Dual
 
 
 class _State(eqx.Module):
@@ -15,7 +18,6 @@ class _State(eqx.Module):
     ktp: tuple  # K_i^H p_i
     eta: jax.Array  # sqrt(tau sigma): fixed
     omega: jax.Array  # primal weight sqrt(sigma / tau): adapted
-    res: jax.Array
     k: jax.Array
     scales: tuple  # ||K_i|| per dual block
     x_ref: jax.Array  # iterates at the last primal-weight update
@@ -60,7 +62,8 @@ class PDHG(IterativeSolver):
     ``sigma = eta omega``). The ergodic bound of PDHG, ``(||x_0 - x*||² / tau + ||p_0 - p*||² /
     sigma) / k``, is smallest for ``omega = ||p_0 - p*|| / ||x_0 - x*||``, and the ratio matters
     (measured on 128² 30-angle CT TV: the best fixed ``tau / sigma`` is ~1e-5, on 256² TV
-    deblurring ~100; a poor one costs over 4x the iterations). Every ``adapt_every`` iterations
+    deblurring ~100; a poor one costs over 4x the iterations). At every residual check (every
+    ``check_every`` iterations, default 10)
     ``omega`` moves towards the ratio of how far the dual and the primal iterates travelled
     since the last update (block-normalised units),
 
@@ -104,52 +107,45 @@ class PDHG(IterativeSolver):
             is checked at run time; given one, the other is ``0.99 / (given L²)``. With
             ``adaptive=True`` they set the product and the starting ratio.
         adaptive: adapt the primal weight (default ``True``).
-        adapt_every: iterations between primal-weight updates (default 10).
         adapt_smoothing: ``theta`` in (0, 1] (default 0.5).
         adapt_guard: ``>= 1``; how far the residuals may disagree with an update (default 10).
         adapt_decay: ``c > 0`` of the harmonic decay of ``theta`` (default 20; ``None``: none).
-        adjoint_iters, adjoint_restart: as in the driver, with longer defaults (1000, 50).
         norm_iters: power iterations for the block norms ``n_i`` and ``L`` (non-circulant
             operators).
     """
 
-    # the PDHG map contracts slowly (eigenvalues near 1), so its implicit-derivative solve needs a
-    # longer GMRES than the driver's default (measured on 128² TV deblurring: 200 iterations with
-    # restart 20 left the divergence used by SURE 10x too small; 500 with restart 50 suffice)
-    adjoint_iters: int = eqx.field(static=True, default=1000, kw_only=True)
-    adjoint_restart: int = eqx.field(static=True, default=50, kw_only=True)
     tau: float | None = eqx.field(static=True, default=None)
     sigma: float | None = eqx.field(static=True, default=None)
     adaptive: bool = eqx.field(static=True, default=True)
-    adapt_every: int = eqx.field(static=True, default=10)
     adapt_smoothing: float = eqx.field(static=True, default=0.5)
     norm_iters: int = eqx.field(static=True, default=30)
     adapt_guard: float = eqx.field(static=True, default=10.0)
     adapt_decay: float | None = eqx.field(static=True, default=20.0)
 
-    def validate(self, problem):
-        if not self._terms(problem)[1]:
-            raise TypeError("PDHG needs at least one dual term (a fidelity or a regulariser)")
+    def __check_init__(self):
         for name in ("tau", "sigma"):
             v = getattr(self, name)
             if v is not None and not v > 0:
-                raise ValueError(f"PDHG: `{name}` must be > 0, got {v}")
-        if not (isinstance(self.adapt_every, int) and self.adapt_every >= 1):
-            raise ValueError(f"PDHG: `adapt_every` must be an int >= 1, got {self.adapt_every!r}")
+                raise ValueError(f"PDHG: `{name}` must be None or > 0, got {v}")
         if not 0 < self.adapt_smoothing <= 1:
             raise ValueError(f"PDHG: `adapt_smoothing` must be in (0, 1], got {self.adapt_smoothing}")
         if self.adapt_decay is not None and not self.adapt_decay > 0:
             raise ValueError(f"PDHG: `adapt_decay` must be None or > 0, got {self.adapt_decay}")
         if not self.adapt_guard >= 1:
             raise ValueError(f"PDHG: `adapt_guard` must be >= 1, got {self.adapt_guard}")
+        if not (isinstance(self.norm_iters, int) and self.norm_iters >= 1):
+            raise ValueError(f"PDHG: `norm_iters` must be an int >= 1, got {self.norm_iters!r}")
 
     def _terms(self, problem):
-        return split_terms(problem, keep_quadratic_fidelity=False, constraint_as_term=False)
+        """``(indices, terms)``: the dual terms (all but the constraint, which is PDHG's ``G``)."""
+        terms = problem.terms()
+        picked = [(i, t) for i, t in enumerate(terms) if t.role != "constraint"]
+        return [i for i, _ in picked], [(t.op, t.func) for _, t in picked]
 
     def init(self, problem, x0):
         _, terms = self._terms(problem)
         real = jnp.finfo(x0.dtype).dtype
-        scales = tuple(jnp.maximum(K.norm(iters=self.norm_iters), jnp.finfo(real).tiny).astype(real) for K, _ in terms)
+        scales = self._scales(terms, real)
         # norm of the block-normalised stack [K_1 / n_1; K_2 / n_2; ...] (at most sqrt(#blocks));
         # power iteration approaches it from below: inflate by 1 %
         L = stacked_norm([K / n for (K, _), n in zip(terms, scales)], iters=self.norm_iters).astype(real) * 1.01
@@ -164,14 +160,18 @@ class PDHG(IterativeSolver):
             given = jnp.asarray(self.tau if self.tau is not None else self.sigma, real)
             other = 0.99 / (given * L**2)
             tau, sigma = (given, other) if self.tau is not None else (other, given)
-        p = tuple(jnp.zeros(K.out_shape, K.out_dtype) for K, _ in terms)
+        # the state takes the dtype of the iterate: K x0 is complex for a complex image even where
+        # K itself is real (finite differences of an MRI image)
         kx = tuple(K.mv(x0) for K, _ in terms)
+        p = tuple(jnp.zeros_like(v) for v in kx)
         ktp = tuple(jnp.zeros_like(x0) for _ in terms)
-        inf = jnp.asarray(jnp.inf, real)
         return _State(
-            x=x0, p=p, kx=kx, ktp=ktp, eta=jnp.sqrt(tau * sigma), omega=jnp.sqrt(sigma / tau), res=inf,
+            x=x0, p=p, kx=kx, ktp=ktp, eta=jnp.sqrt(tau * sigma).astype(real), omega=jnp.sqrt(sigma / tau).astype(real),
             k=jnp.zeros((), jnp.int32), scales=scales, x_ref=x0, p_ref=p,
         )
+
+    def _scales(self, terms, real):
+        return tuple(jnp.maximum(K.norm(iters=self.norm_iters), jnp.finfo(real).tiny).astype(real) for K, _ in terms)
 
     def _primal(self, problem, x, ktp_sum, tau):
         """``(pre, x+)``: the gradient point ``x - tau K^H p`` and its prox."""
@@ -186,33 +186,37 @@ class PDHG(IterativeSolver):
     def step(self, problem, s):
         _, terms = self._terms(problem)
         tau, sigma = s.tau, s.sigma
-        ktp_sum = sum(s.ktp)
-        pre, x = self._primal(problem, s.x, ktp_sum, tau)
+        _, x = self._primal(problem, s.x, sum(s.ktp), tau)
         xbar = 2 * x - s.x
         kxbar = tuple(K.mv(xbar) for K, _ in terms)
         p = self._dual(terms, s.p, kxbar, sigma, s.scales)
         ktp = tuple(K.rmv(pi) for (K, _), pi in zip(terms, p))
         kx = tuple((a + b) / 2 for a, b in zip(kxbar, s.kx))  # K x+ = (K xbar + K x) / 2
+        return dataclasses.replace(s, x=x, p=p, kx=kx, ktp=ktp, k=s.k + 1)
+
+    def checked_step(self, problem, s):
+        """A step, its residuals, and (``adaptive``) an update of the primal weight."""
+        _, terms = self._terms(problem)
+        new = self.step(problem, s)
+        tau, sigma = s.tau, s.sigma
+        x, p, kx, ktp = new.x, new.p, new.kx, new.ktp
+        pre = s.x - tau * sum(s.ktp)
         # P = (x - x+)/tau - K^H (p - p+) = K^H p+ + (pre - x+)/tau, the second term an element of
         # the normal cone of the constraint: written this way, rounding in x+ is not divided by tau
         primal = sum(ktp) if problem.constraint is None else sum(ktp) + (pre - x) / tau
         # dual residual per block in block-normalised units: ((p - p+) / sigma_i - K_i dx) / n_i
-        dual = tuple(
-            ((a - b) / (sigma / n**2) - (c - d)) / n for a, b, c, d, n in zip(s.p, p, s.kx, kx, s.scales)
-        )
+        dual = tuple(((a - b) / (sigma / n**2) - (c - d)) / n for a, b, c, d, n in zip(s.p, p, s.kx, kx, s.scales))
         # each residual relative to the terms it balances (at the solution sum_i K_i^H p_i =
         # -grad G is often 0, so the primal one is scaled by the separate terms)
         rp = ratio(_norm(primal), sum(_norm(t) for t in ktp))
         rd = ratio(_norm(dual), _norm(tuple(c / n for c, n in zip(kx, s.scales))))
         res = jnp.maximum(rp, rd).astype(tau.dtype)
-        omega, x_ref, p_ref = s.omega, s.x_ref, s.p_ref
         if self.adaptive:
-            due = ((s.k + 1) % self.adapt_every) == 0
             moved_x = _norm(x - s.x_ref)
             moved_p = _norm(tuple(n * (a - b) for a, b, n in zip(p, s.p_ref, s.scales)))
             # skip the update when either movement is at rounding level (converged iterates)
             floor = 100 * jnp.finfo(tau.dtype).eps
-            ok = due & (moved_x > floor * _norm(x)) & (moved_p > floor * _norm(tuple(n * a for a, n in zip(p, s.scales))))
+            ok = (moved_x > floor * _norm(x)) & (moved_p > floor * _norm(tuple(n * a for a, n in zip(p, s.scales))))
             target = jnp.log(jnp.where(ok, moved_p, 1.0)) - jnp.log(jnp.where(ok, moved_x, 1.0))
             # guard: move omega up (favouring the dual) only while the dual residual is not far
             # below the primal one, and down only while the primal one is not far below the dual
@@ -220,31 +224,26 @@ class PDHG(IterativeSolver):
             ok = ok & jnp.where(up, rd * self.adapt_guard > rp, rp * self.adapt_guard > rd)
             theta = self.adapt_smoothing
             if self.adapt_decay is not None:
-                j = ((s.k + 1) // self.adapt_every - 1).astype(tau.dtype)
+                j = (new.k // self.check_every - 1).astype(tau.dtype)
                 theta = theta * self.adapt_decay / (self.adapt_decay + j)
             new_omega = jnp.exp(theta * target + (1 - theta) * jnp.log(s.omega))
             omega = jnp.where(ok, new_omega, s.omega).astype(s.omega.dtype)
-            x_ref = jnp.where(due, x, s.x_ref)
-            p_ref = tuple(jnp.where(due, a, b) for a, b in zip(p, s.p_ref))
-        return _State(
-            x=x, p=p, kx=kx, ktp=ktp, eta=s.eta, omega=omega, res=res, k=s.k + 1, scales=s.scales,
-            x_ref=x_ref, p_ref=p_ref,
-        )
+            new = dataclasses.replace(new, omega=omega, x_ref=x, p_ref=p)
+        return new, res
 
-    def residual(self, problem, old, new):
-        return new.res
+    def duals(self, problem, state):
+        indices, _ = self._terms(problem)
+        out = [None] * len(problem.terms())
+        sigma = state.sigma
+        for i, pi, n in zip(indices, state.p, state.scales):
+            # p+ = prox_{s g*}(p + s K xbar), s = sigma / n²: by Moreau, K x = prox_{g / s}(K x + p / s)
+            out[i] = Dual(pi, n**2 / sigma)
+        return tuple(out)
 
-    def fixed_point_vars(self, state):
-        return (state.x, state.p)
-
-    def fixed_point(self, problem, xp, state):
-        # the plain PDHG map, from scratch (no carried products), so that derivatives reach the
-        # operators and the data
-        x, p = xp
+    def refresh(self, problem, state):
+        # block norms (which hold an array weight) and the carried products belong to the problem
         _, terms = self._terms(problem)
-        _, x_new = self._primal(problem, x, sum(K.rmv(pi) for (K, _), pi in zip(terms, p)), state.tau)
-        kxbar = tuple(K.mv(2 * x_new - x) for K, _ in terms)
-        return (x_new, self._dual(terms, p, kxbar, state.sigma, state.scales))
-
-    def x_from_fixed_point(self, problem, xp, state):
-        return xp[0]
+        scales = self._scales(terms, state.eta.dtype)
+        kx = tuple(K.mv(state.x) for K, _ in terms)
+        ktp = tuple(K.rmv(pi) for (K, _), pi in zip(terms, state.p))
+        return dataclasses.replace(state, scales=scales, kx=kx, ktp=ktp, x_ref=state.x, p_ref=state.p, k=jnp.zeros((), jnp.int32))

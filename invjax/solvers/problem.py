@@ -1,14 +1,29 @@
 """The variational problem: ``min_x F(A x; y) + weight * R(x) + iota_C(x)``."""
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..functionals import Functional, SquaredL2
-from ..operators import LinearOperator
-from ..operators.base import ChannelScaled, concrete_or_none
-from ..operators.mask import Mask
+from ..operators import Identity, LinearOperator, weighted
+from ..operators.base import concrete_or_none
+
+
+class Term(NamedTuple):
+    """One term ``func(op(x))`` of a problem's objective.
+
+    Attributes:
+        op: the linear operator ``K``.
+        func: the functional ``g`` (holding the weight or the data where it has one).
+        role: ``"fidelity"``, ``"regularizer"`` or ``"constraint"``.
+    """
+
+    op: LinearOperator
+    func: Functional
+    role: str
 
 
 class Problem(eqx.Module):
@@ -23,12 +38,14 @@ class Problem(eqx.Module):
         weight: ``lambda >= 0``. A scalar multiplies ``R``. An array weights the regulariser's
             inner functional elementwise: with ``R(x) = g(K x)`` (``R.composite``), the term is
             ``g(lambda * K x)``, e.g. ``weight`` of shape ``(2, 1, 1)`` gives separate
-            vertical/horizontal TV weights (kept circulant: ``ChannelScaled``, so FFT solves
-            still apply), and a ``(2, H, W)`` array a weight image. (For
+            vertical/horizontal TV weights, and a ``(2, H, W)`` array a weight image. (For
             positively homogeneous ``g`` such as ``L1``/``L21`` this is ``sum lambda_i |.|_i``.)
         fidelity: the data term ``F(., y)`` as a functional with a ``with_data`` method
             (default ``SquaredL2()``: ``½||A x - y||²``).
         constraint: an indicator functional (``NonNegative()``, ``Box(0, 1)``) or ``None``.
+
+    Solvers ask the problem for its :meth:`terms`: the fidelity ``F(A x; y)``, the regulariser
+    as ``g(K x)`` with the weight folded in, and the constraint ``iota_C(I x)``.
 
     Bad input is caught when the problem is built: ``data`` of the wrong shape, and, when
     their values are known, a negative or non-finite ``weight`` or non-finite ``data``
@@ -76,6 +93,13 @@ class Problem(eqx.Module):
         fidelity = SquaredL2() if fidelity is None else fidelity
         if not hasattr(fidelity, "with_data"):
             raise TypeError(f"Problem: `fidelity` must have a `with_data` method, got {type(fidelity).__name__}")
+        if regularizer is not None and weight.ndim > 0:
+            K, _ = regularizer.composite(op.in_shape)
+            if not _broadcasts(weight.shape, K.out_shape):
+                raise ValueError(
+                    f"Problem: `weight` of shape {weight.shape} must broadcast to the regulariser's "
+                    f"inner shape {tuple(K.out_shape)}"
+                )
         self.op = op
         self.data = data
         self.regularizer = regularizer
@@ -83,7 +107,7 @@ class Problem(eqx.Module):
         self.fidelity = fidelity
         self.constraint = constraint
 
-    # ---- derived pieces used by the solvers -------------------------------------------------
+    # ---- what the solvers ask for -------------------------------------------------------------
     @property
     def data_fidelity(self) -> Functional:
         """``F(., y)``: the fidelity holding this problem's data; apply it to ``A x``."""
@@ -100,18 +124,19 @@ class Problem(eqx.Module):
         K, g = self.regularizer.composite(self.op.in_shape)
         if self.scalar_weight:
             return K, self.weight * g
-        if not _broadcasts(self.weight.shape, K.out_shape):
-            raise ValueError(
-                f"Problem: `weight` of shape {self.weight.shape} must broadcast to the regulariser's "
-                f"inner shape {tuple(K.out_shape)}"
-            )
-        out = tuple(K.out_shape)
-        pad = (1,) * (len(out) - self.weight.ndim) + tuple(self.weight.shape)
-        if len(out) >= 3 and all(d == 1 for d in pad[1:]):
-            # a weight per channel (per direction of a TV): keeps K's Fourier symbol, so ADMM's
-            # x-step stays an exact FFT solve (a Mask would make it CG)
-            return ChannelScaled(K, jnp.broadcast_to(self.weight.reshape(pad[:1]), out[:1])), g
-        return Mask(jnp.broadcast_to(self.weight, out), dtype=K.out_dtype) @ K, g
+        return weighted(K, self.weight), g
+
+    def terms(self) -> tuple[Term, ...]:
+        """The objective as a sum of terms ``func(op(x))``, in the order fidelity
+        ``F(A x; y)``, regulariser ``g(K x)`` (if any, weight folded in), constraint
+        ``iota_C(x)`` (if any)."""
+        out = [Term(self.op, self.data_fidelity, "fidelity")]
+        split = self.split_regularizer()
+        if split is not None:
+            out.append(Term(split[0], split[1], "regularizer"))
+        if self.constraint is not None:
+            out.append(Term(Identity(self.op.in_shape, self.op.dtype), self.constraint, "constraint"))
+        return tuple(out)
 
     def regularization(self, x) -> jax.Array:
         """``weight * R(x)`` (or its elementwise-weighted form), 0 without a regulariser."""
@@ -126,13 +151,25 @@ class Problem(eqx.Module):
         return self.data_fidelity(self.op.mv(x)) + self.regularization(x)
 
     def checked(self) -> "Problem":
-        """The problem with run-time checks on traced data and weight (NaN, negative)."""
-        data = eqx.error_if(self.data, ~jnp.all(jnp.isfinite(self.data)), "Problem: `data` contains NaN or inf")
-        weight = eqx.error_if(
-            self.weight,
-            ~jnp.all(jnp.isfinite(self.weight)) | jnp.any(self.weight < 0),
-            "Problem: `weight` must be finite and >= 0",
-        )
+        """The problem with its data and weight checked: now where their values are known
+        (``ValueError``), else at run time (NaN, negative)."""
+        data, weight = self.data, self.weight
+        value = concrete_or_none(data)
+        if value is not None:
+            if not np.all(np.isfinite(value)):
+                raise ValueError("Problem: `data` contains NaN or inf")
+        else:
+            data = eqx.error_if(data, ~jnp.all(jnp.isfinite(data)), "Problem: `data` contains NaN or inf")
+        value = concrete_or_none(weight)
+        if value is not None:
+            if not (np.all(np.isfinite(value)) and np.all(value >= 0)):
+                raise ValueError("Problem: `weight` must be finite and >= 0")
+        else:
+            weight = eqx.error_if(
+                weight,
+                ~jnp.all(jnp.isfinite(weight)) | jnp.any(weight < 0),
+                "Problem: `weight` must be finite and >= 0",
+            )
         return eqx.tree_at(lambda p: (p.data, p.weight), self, (data, weight))
 
 

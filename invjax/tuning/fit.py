@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..solvers import ADMM, PDHG, solve
+from ..solvers import solve
+from ..solvers.driver import working_dtype
 from ._common import TuningWarning, check_count, check_make_problem, check_solver, real_dtype
 from .secant import secant
 
@@ -111,12 +112,9 @@ def fit(
         y: ``(B,) + out_shape`` their measurements (same ``B``, else ``ValueError``).
         init: starting weight: a positive scalar, array or pytree of them (``ValueError`` for
             entries ``<= 0``: the weights are optimised in log scale).
-        solver: any invjax solver (its ``diff`` mode gives the gradient; with
-            ``diff="implicit"``, ``adjoint_tol=1e-2`` and ``adjoint_restart=10`` are usually
-            accurate enough here and several times cheaper than the defaults). For ADMM with
-            warm starts, raise ``adapt_iters`` (e.g. ``10**6``): its count runs across warm
-            starts, so the default stops adapting the penalty after the first step's solve,
-            while the weight, and the best penalty, keep moving.
+        solver: any invjax solver (its ``diff`` mode gives the gradient: with
+            ``diff="implicit"`` one conjugate-gradient solve on the problem's optimality
+            conditions per step).
         optimizer: an optax ``GradientTransformation`` acting on the log-weights (default
             :func:`~invjax.tuning.secant`: secant steps that need no learning-rate tuning for
             a few weights; use ``optax.adam`` for a weight image).
@@ -126,13 +124,11 @@ def fit(
             the mean MSE is dominated by the hardest images, and its optimum can sit
             several tenths of a dB from that of the mean PSNR).
         warm_start: how each lower-level solve starts: ``"x"`` from the previous step's image
-            (the solver re-initialises the rest; valid for every solver), ``"state"`` from the
-            whole previous solver state (duals, step sizes: fastest for ADMM/PDHG, but wrong for
-            solvers whose state holds problem-dependent quantities, such as CG's residual),
-            ``False`` cold. Default (``None``): ``"state"`` for ADMM, and for PDHG with a scalar
-            weight (its state holds the norm of the weighted operator otherwise), ``"x"`` for
-            the other solvers with ``diff="implicit"``, ``False`` with ``diff="unroll"`` (an
-            unrolled solve from a converged start has a truncated gradient).
+            (the solver re-initialises the rest), ``"state"`` from the whole previous solver
+            state (duals, step sizes; the solver's ``refresh`` recomputes what the state caches
+            from the problem), ``False`` cold. Default (``None``): ``"state"`` with
+            ``diff="implicit"``, ``False`` with ``diff="unroll"`` (an unrolled solve from a
+            converged start has a truncated gradient).
         tol: if ``> 0``, stop when no log-weight moved by more than ``tol`` in a step
             (default 0: run ``steps`` steps).
         progress: show a ``tqdm`` progress bar if tqdm is installed (default ``True``).
@@ -142,7 +138,7 @@ def fit(
 
     Example:
         >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.TV(boundary="periodic"), w)
-        >>> solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6)
+        >>> solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adapt_iters=10**6)
         >>> weight, history = ij.tuning.fit(make, x_train, y_train, 1e-3, solver, steps=20, loss="psnr")
     """
     who = "tuning.fit"
@@ -281,22 +277,17 @@ def _default_warm_start(solver, problem):
     # An unrolled solve from a converged start differentiates only the last few iterations.
     if solver.diff != "implicit":
         return False
-    # The whole state is a valid start for a new weight only where nothing in it depends on the
-    # weight: ADMM (iterates, duals, penalty; ``solver.refresh`` recomputes its loop constants,
-    # A^H y and the circulant symbols, for the new problem), and PDHG with a scalar
-    # weight (its per-block norms ||K_i|| include an array weight). There, starting from the
-    # duals too saved ~3x the iterations of a start from the image alone. CG's state holds the
-    # residual of the old system, FISTA's step may depend on the weight: they restart from x.
-    if isinstance(solver, ADMM) or (isinstance(solver, PDHG) and problem.scalar_weight):
-        return "state"
-    return "x"
+    # Every solver's ``refresh`` turns an earlier state into a start for a new weight (ADMM
+    # recomputes its loop constants, PDHG its block norms, CG its residual, FISTA its step);
+    # starting from the duals too saved ~3x the iterations of a start from the image alone.
+    return "state"
 
 
 @eqx.filter_jit
 def _initial_states(make_problem, solver, theta, y):
     def one(yi):
         problem = make_problem(theta, yi)
-        return solver.init(problem, jnp.zeros(problem.op.in_shape, problem.op.dtype))
+        return solver.init(problem, jnp.zeros(problem.op.in_shape, working_dtype(problem)))
 
     return jax.vmap(one)(y)
 

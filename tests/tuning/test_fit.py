@@ -59,7 +59,7 @@ def test_fit_vector_weight_beats_best_scalar_on_held_out():
     I = ij.operators.Identity((n, n))
     make = lambda w, y: ij.Problem(I, y, fn.TV(boundary="periodic"), w)  # noqa: E731
     # a (2, 1, 1) weight keeps the regulariser circulant (ChannelScaled): ADMM's x-step is an FFT solve
-    solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10, adapt_iters=10**6)
+    solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adapt_iters=10**6)
     init = jnp.full((2, 1, 1), 0.05)  # (vertical, horizontal) weights: TV's D stacks the axes in order
     weight, hist = ij.tuning.fit(make, x[:4], y[:4], init, solver, steps=15, loss="psnr", progress=False)
     assert weight.shape == (2, 1, 1) and hist.weight.shape == (len(hist.loss), 2, 1, 1)
@@ -79,7 +79,7 @@ def test_fit_weight_image(tik):
     x, y = tik.x[:, :n, :n], tik.y[:, :n, :n]
     I = ij.operators.Identity((n, n))
     make = lambda w, y: ij.Problem(I, y, fn.TV(boundary="periodic"), w)  # noqa: E731
-    solver = ij.solvers.ADMM(max_iters=200, tol=1e-3, adjoint_tol=1e-2, adjoint_restart=10)
+    solver = ij.solvers.ADMM(max_iters=200, tol=1e-3, adjoint_tol=1e-2)
     weight, hist = ij.tuning.fit(make, x, y, jnp.full((2, n, n), 0.02), solver, optax.adam(0.1), steps=8, progress=False)
     assert weight.shape == (2, n, n) and hist.weight.shape == (len(hist.loss), 2, n, n)
     assert np.all(np.isfinite(hist.loss)) and hist.loss[-1] < hist.loss[0]

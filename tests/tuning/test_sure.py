@@ -52,7 +52,7 @@ def _tv_deblur(n=24, count=24, sigma=0.05):
     A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 0.7), (n, n))
     ys = A(x) + sigma * jax.random.normal(jax.random.PRNGKey(0), (count, n, n))
     make = lambda w, y: ij.Problem(A, y, fn.TV(boundary="periodic"), w)  # noqa: E731
-    solver = ij.solvers.ADMM(max_iters=1000, tol=1e-5, rho=1.0, adjoint_tol=1e-4, adjoint_restart=20)
+    solver = ij.solvers.ADMM(max_iters=1000, tol=1e-5, rho=1.0, adjoint_tol=1e-4)
     return x, A, ys, make, solver, sigma
 
 
