@@ -103,14 +103,17 @@ class Functional(eqx.Module):
         return None
 
     # ---- implicit differentiation ---------------------------------------------------------------
-    def manifold(self, w: jax.Array, step, floor=0.0) -> tuple[jax.Array, jax.Array]:
+    def manifold(self, w: jax.Array, step, floor=0.0, max_curvature=None) -> tuple[jax.Array, jax.Array]:
         """``(z, pinned)``: the prox point ``z = prox_{step f}(w)`` and a boolean mask
         (broadcastable to ``w``) of the coordinates pinned on ``f``'s active manifold there.
 
         At a solution with dual ``p`` of the term ``f(u)``, ``u = z`` when ``w = u + step p``.
         Entries (groups) of ``z`` whose modulus is at most ``floor`` count as zeros: at the
-        accuracy of an iterative solve they cannot be told from exact zeros, and the curvature
-        ``1 / |z_j|`` of a norm there would only make the derivative system stiff.
+        accuracy of an iterative solve they cannot be told from exact zeros. With
+        ``max_curvature``, a free entry whose curvature on the manifold would exceed it (a norm
+        ``c |u|`` near 0 has ``c / |u|`` across ``u``) is moved away from 0 along its own direction
+        until it does not: the gradient on the manifold, ``c u / |u|``, is unchanged there, and
+        the derivative system is spared a stiffness that only rounding put there.
 
         Raises:
             NotImplementedError: for functionals without this structure (then implicit
@@ -237,8 +240,11 @@ class Scaled(Functional):
         op, inner = self.functional.composite(shape)
         return op, Scaled(inner, self.scale)
 
-    def manifold(self, w, step, floor=0.0):
-        return self.functional.manifold(w, step * self._c(w), floor)
+    def manifold(self, w, step, floor=0.0, max_curvature=None):
+        c = self._c(w)
+        if max_curvature is not None:
+            max_curvature = jnp.where(c > 0, max_curvature / jnp.where(c > 0, c, 1), jnp.inf)
+        return self.functional.manifold(w, step * c, floor, max_curvature)
 
     def manifold_grad(self, u, pinned):
         g = self.functional.manifold_grad(u, pinned)

@@ -42,7 +42,7 @@ class NonNegative(Functional):
         check_step(step, v, who)
         return jnp.maximum(v, 0)
 
-    def manifold(self, w, step, floor=0.0):
+    def manifold(self, w, step, floor=0.0, max_curvature=None):
         """Pinned: the coordinates the projection clips (``w < 0``)."""
         return jnp.maximum(w, 0), w < 0
 
@@ -115,7 +115,7 @@ class Box(Functional):
         lo, hi = self._bounds(v, who)
         return jnp.minimum(jnp.maximum(v, lo), hi)
 
-    def manifold(self, w, step, floor=0.0):
+    def manifold(self, w, step, floor=0.0, max_curvature=None):
         """Pinned: the coordinates the projection clips (``w`` outside the box)."""
         lo, hi = self._bounds(w, "Box.manifold")
         return jnp.minimum(jnp.maximum(w, lo), hi), (w < lo) | (w > hi)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._validate import as_input, as_param, cast_like, check_broadcast, check_step, safe_abs, shrink
+from ._validate import as_input, as_param, cast_like, check_broadcast, check_step, is_complex, safe_abs, shrink
 from .base import Functional
 
 
@@ -59,10 +59,15 @@ class L1(Functional):
         s = check_step(step, v, who)
         return shrink(v, safe_abs(v), self._t(v, s, who))
 
-    def manifold(self, w, step, floor=0.0):
-        """Pinned: the entries of the soft-thresholded point with modulus at most ``floor``."""
+    def manifold(self, w, step, floor=0.0, max_curvature=None):
+        """Pinned: the entries of the soft-thresholded point with modulus at most ``floor``.
+        (Real entries have no curvature; a complex one ``w_i / |z_i|`` along its phase.)"""
         z = self.prox(w, step)
-        pinned = safe_abs(z) <= floor
+        mag = safe_abs(z)
+        pinned = mag <= floor
+        if max_curvature is not None and is_complex(z.dtype):
+            least = self._t(mag, 1, "L1.manifold") / max_curvature
+            z = z * jnp.maximum(1, least / jnp.where(mag > 0, mag, 1))
         return jnp.where(pinned, 0, z), pinned
 
     def manifold_grad(self, u, pinned):

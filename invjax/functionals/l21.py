@@ -69,10 +69,14 @@ class L21(Functional):
         axis = self._axis(v, who)
         return shrink(v, group_norm(v, axis, keepdims=True), s)
 
-    def manifold(self, w, step, floor=0.0):
-        """Pinned: the groups of the group-soft-thresholded point with norm at most ``floor``."""
+    def manifold(self, w, step, floor=0.0, max_curvature=None):
+        """Pinned: the groups of the group-soft-thresholded point with norm at most ``floor``;
+        with ``max_curvature``, free groups are lifted to norm at least ``1 / max_curvature``."""
         z = self.prox(w, step)
-        pinned = group_norm(z, self._axis(z, "L21.manifold"), keepdims=True) <= floor
+        norm = group_norm(z, self._axis(z, "L21.manifold"), keepdims=True)
+        pinned = norm <= floor
+        if max_curvature is not None:
+            z = z * jnp.maximum(1, (1 / max_curvature) / jnp.where(norm > 0, norm, 1))
         return jnp.where(pinned, 0, z), pinned
 
     def manifold_grad(self, u, pinned):

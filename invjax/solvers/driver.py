@@ -143,7 +143,9 @@ class IterativeSolver(eqx.Module):
         checkpoint: for ``diff="unroll"``, iterations per rematerialised segment
             (``None``: ~``sqrt(max_iters)``; ``0``: no checkpointing).
         adjoint_tol: relative residual of the conjugate-gradient solve of an implicit
-            derivative (default ``1e-3`` in single precision, ``1e-7`` in double).
+            derivative (default ``1e-2`` in single precision, ``1e-6`` in double: measured on
+            256² TV deblurring, the gradient at ``1e-2`` differs from the one at ``1e-4`` by 0.1 %,
+            far less than the error of the solve it differentiates).
         adjoint_iters: its iteration limit (default 1000).
         adjoint_failure: what a derivative solve that stops above ``10 * adjoint_tol`` does:
             ``"raise"`` (default; ``equinox.EquinoxRuntimeError`` at run time), ``"nan"`` (NaN
@@ -152,6 +154,9 @@ class IterativeSolver(eqx.Module):
         adjoint_flat: an entry of a non-smooth term ``g(K x)`` whose modulus is below
             ``adjoint_flat`` times the solve's final stopping residual times ``max |K x|`` counts
             as an exact zero (default 1; see :mod:`invjax.solvers.implicit`).
+        adjoint_curvature_cap: the curvature of a non-smooth term on its manifold (``c / |u|``
+            for a norm) is capped at this multiple of the smooth part's mean curvature
+            (default 1e5).
     """
 
     max_iters: int = eqx.field(static=True, default=500, kw_only=True)
@@ -163,6 +168,7 @@ class IterativeSolver(eqx.Module):
     adjoint_iters: int = eqx.field(static=True, default=1000, kw_only=True)
     adjoint_failure: str = eqx.field(static=True, default="raise", kw_only=True)
     adjoint_flat: float = eqx.field(static=True, default=1.0, kw_only=True)
+    adjoint_curvature_cap: float = eqx.field(static=True, default=1e5, kw_only=True)
 
     def __check_init__(self):
         who = type(self).__name__
@@ -184,6 +190,8 @@ class IterativeSolver(eqx.Module):
             raise ValueError(f"{who}: `adjoint_iters` must be an int >= 1, got {self.adjoint_iters!r}")
         if not (isinstance(self.adjoint_flat, (int, float)) and self.adjoint_flat >= 0):
             raise ValueError(f"{who}: `adjoint_flat` must be a number >= 0, got {self.adjoint_flat!r}")
+        if not (isinstance(self.adjoint_curvature_cap, (int, float)) and self.adjoint_curvature_cap > 0):
+            raise ValueError(f"{who}: `adjoint_curvature_cap` must be a number > 0, got {self.adjoint_curvature_cap!r}")
 
     # ---- the algorithm interface --------------------------------------------------------------
     def validate(self, problem: Problem) -> None:
@@ -328,8 +336,8 @@ class IterativeSolver(eqx.Module):
     def _adjoint_settings(self, dtype) -> implicit.Settings:
         tol = self.adjoint_tol
         if tol is None:
-            tol = 1e-3 if jnp.finfo(dtype).eps > 1e-10 else 1e-7
-        return implicit.Settings(tol, self.adjoint_iters, self.adjoint_failure, float(self.adjoint_flat), type(self).__name__)
+            tol = 1e-2 if jnp.finfo(dtype).eps > 1e-10 else 1e-6
+        return implicit.Settings(tol, self.adjoint_iters, self.adjoint_failure, float(self.adjoint_flat), float(self.adjoint_curvature_cap), type(self).__name__)
 
 
 def working_dtype(problem: Problem):

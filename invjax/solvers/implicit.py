@@ -36,7 +36,9 @@ solve, the same symmetric system) both work, and memory does not grow with the i
 **Near-flat coordinates.** At the accuracy of an iterative solve, a group norm whose point
 ``z_j`` is tiny cannot be told from an exact zero, and its curvature ``1 / |z_j|`` would make
 the system needlessly stiff. Entries below ``adjoint_flat`` times the solve's final (relative)
-stopping residual times the term's largest ``|K x|`` are pinned as well.
+stopping residual times the term's largest ``|K x|`` are pinned as well, and the curvature of
+the free ones is capped at ``adjoint_curvature_cap`` times the smooth part's mean curvature
+(their point is moved away from 0 along its own direction, which leaves the gradient as it is).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Settings(NamedTuple):
     max_iters: int
     failure: str
     flat: float
+    curvature_cap: float
     who: str
 
 
@@ -89,15 +92,15 @@ def _unscaled(g: Functional):
     return scale, g
 
 
-class _Piece(NamedTuple):
-    index: int
+class _Piece(eqx.Module):
+    index: int = eqx.field(static=True)
     base: mf.Base
     pinned: jax.Array
     z: jax.Array
     shift: jax.Array
 
 
-class Structure(NamedTuple):
+class Structure(eqx.Module):
     """Everything the derivative needs about the manifold at ``x*`` (no derivatives through it)."""
 
     pieces: tuple
@@ -154,8 +157,9 @@ def structure(problem: Problem, x, duals, settings: Settings, accuracy=0.0) -> S
         u = K.mv(x)
         rel = settings.flat * jnp.maximum(jnp.asarray(accuracy, real), 10 * jnp.finfo(real).eps)
         floor = rel * jnp.max(jnp.abs(u))
+        cap = settings.curvature_cap * hbar / mf.operator_norm2_bound(base, real)
         try:
-            z, pinned = g.manifold(u + gamma * p.astype(u.dtype), gamma, floor)
+            z, pinned = g.manifold(u + gamma * p.astype(u.dtype), gamma, floor, cap)
         except NotImplementedError as err:
             raise TypeError(f"{settings.who}: {err}") from None
         f, t = mf.tie_masks(base, pinned, tuple(K.out_shape))
@@ -275,8 +279,16 @@ def tangent(problem: Problem, problem_dot, x, duals, settings: Settings, accurac
     rhs = rhs + _anchor(problem_dot).astype(rhs.dtype)
     b = -st.project(rhs)
     matvec = hessian(problem, x, st)
-    solve = partial(_checked_solve, settings, st)
-    return jax.lax.custom_linear_solve(matvec, b, solve=lambda mv, r: solve(mv, r), symmetric=True)
+    solve = partial(_checked_solve, settings, st, matvec)
+
+    def transpose_solve(_, r):
+        # the system is self-adjoint for Re <a, b> = Re sum conj(a) b; JAX transposes for the
+        # pairing Re sum a b, under which the transpose of S is conj o S o conj
+        if jnp.issubdtype(r.dtype, jnp.complexfloating):
+            return jnp.conj(solve(jnp.conj(r)))
+        return solve(r)
+
+    return jax.lax.custom_linear_solve(matvec, b, solve=lambda _, r: solve(r), transpose_solve=transpose_solve)
 
 
 def _anchor(tree):
