@@ -98,12 +98,12 @@ class LinearOperator(eqx.Module):
     # ---- public application -----------------------------------------------------------------
     def __call__(self, x: jax.Array) -> jax.Array:
         x = _check_array(x, self.in_shape, self.dtype, "x", type(self).__name__)
-        return self.mv(x)
+        return _mv(self, x)
 
     def adjoint(self, y: jax.Array) -> jax.Array:
         """Apply ``A^H`` to ``y`` of shape ``out_shape`` (same as ``A.T(y)``)."""
         y = _check_array(y, self.out_shape, self.out_dtype, "y", type(self).__name__ + ".T")
-        return self.rmv(y)
+        return _rmv(self, y)
 
     @property
     def T(self) -> "LinearOperator":
@@ -173,6 +173,9 @@ class LinearOperator(eqx.Module):
             # circulant: the singular values are the moduli of the symbol (exact, no iteration)
             return jnp.sqrt(jnp.max(jnp.sum(jnp.abs(symbol) ** 2, axis=0)))
         key = jax.random.PRNGKey(0) if key is None else key
+        return _power_norm(self, key, iters)
+
+    def _power_norm(self, key, iters):
         dtype = self.dtype
         if _is_complex(dtype):
             kr, ki = jax.random.split(key)
@@ -204,10 +207,21 @@ class LinearOperator(eqx.Module):
 
     def as_matrix(self) -> jax.Array:
         """Dense matrix of shape ``(prod(out_shape), prod(in_shape))`` (small operators only)."""
+        return _as_matrix(self)
+
+    def _as_matrix(self):
         n = math.prod(self.in_shape)
         eye = jnp.eye(n, dtype=self.dtype).reshape((n,) + tuple(self.in_shape))
         cols = jax.vmap(self.mv)(eye)
         return cols.reshape(n, -1).T
+
+
+# Outside ``jit`` each public application is one compiled program per operator and shape (op by
+# op, the first call of a shape compiles every primitive on its own); inside a ``jit`` inlined.
+_mv = eqx.filter_jit(lambda op, x: op.mv(x))
+_rmv = eqx.filter_jit(lambda op, y: op.rmv(y))
+_power_norm = eqx.filter_jit(lambda op, key, iters: op._power_norm(key, iters))
+_as_matrix = eqx.filter_jit(lambda op: op._as_matrix())
 
 
 class Adjoint(LinearOperator):
@@ -518,6 +532,13 @@ def check_adjoint(op: LinearOperator, key: jax.Array | None = None, dtype=None) 
         Scalar real array; ~1e-7 in float32 and ~1e-16 in float64 for an exact adjoint.
     """
     key = jax.random.PRNGKey(0) if key is None else key
+    # one compiled program per operator and shape (op by op, each new shape compiles every
+    # primitive: ~10x slower for a dot test of a fresh shape)
+    return _dot_test(op, key, None if dtype is None else jnp.dtype(dtype))
+
+
+@eqx.filter_jit
+def _dot_test(op, key, dtype):
     kx, ky = jax.random.split(key)
     in_dtype = op.dtype if dtype is None else dtype
     real = jnp.finfo(in_dtype).dtype

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from ..functionals import Scaled, SquaredL2
 from ..solvers import solve
-from ._common import RuleInfo, as_data, check_bounds, check_count, check_make_problem, check_solver, minimize_log, real_dtype, warn_if_unconverged
+from ._common import RuleInfo, as_arrays, as_data, check_bounds, check_count, check_make_problem, check_solver, fail_if_nothing_evaluated, minimize_log, real_dtype, warn_if_unconverged
 
 
 def gcv(
@@ -81,6 +81,11 @@ def gcv_score(make_problem, weight, y, key, solver, *, probes: int = 4):
     """The GCV function ``V(weight)`` with a Hutchinson trace (see the module docstring)."""
     who = "tuning.gcv_score"
     y = _check(who, make_problem, y, solver, probes, weight=weight)
+    return _score_at(make_problem, solver, y, key, probes, as_arrays(weight))
+
+
+@eqx.filter_jit
+def _score_at(make_problem, solver, y, key, probes, weight):
     return _score(make_problem, solver, y, _probes(key, y, probes), weight)[0]
 
 
@@ -137,6 +142,7 @@ def _gcv(make_problem, solver, y, key, lo, hi, probes, grid_points, iters):
         return _score(make_problem, solver, y, b, jnp.exp(t).astype(rdt))
 
     t, value, evals, at_bound, converged = minimize_log(objective, lo, hi, grid_points, iters, rdt)
+    t = fail_if_nothing_evaluated(t, value, "tuning.gcv")
     return RuleInfo(
         weight=jnp.exp(t), value=value, solves=(evals * (1 + probes)).astype(jnp.int32), at_bound=at_bound,
         converged=converged,

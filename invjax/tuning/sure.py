@@ -53,12 +53,14 @@ import jax.numpy as jnp
 from ..solvers import solve
 from ._common import (
     RuleInfo,
+    as_arrays,
     as_data,
     check_bounds,
     check_count,
     check_make_problem,
     check_sigma,
     check_solver,
+    fail_if_nothing_evaluated,
     minimize_log,
     real_dtype,
     warn_if_unconverged,
@@ -133,8 +135,12 @@ def sure_risk(make_problem, weight, y, sigma, key, solver, *, weighting=None, pr
     """
     who = "tuning.sure_risk"
     y, sigma, weighting = _check(who, make_problem, y, sigma, solver, weighting, probes, probe, weight=weight)
-    b = _probes(key, y, probes, probe)
-    return _risk(make_problem, solver, weighting, y, sigma, b, weight)[0]
+    return _risk_at(make_problem, solver, weighting, y, sigma, key, probes, probe, as_arrays(weight))
+
+
+@eqx.filter_jit
+def _risk_at(make_problem, solver, weighting, y, sigma, key, probes, probe, weight):
+    return _risk(make_problem, solver, weighting, y, sigma, _probes(key, y, probes, probe), weight)[0]
 
 
 def regularized_inverse(op, eps: float = 1e-2):
@@ -240,6 +246,7 @@ def _sure(make_problem, solver, weighting, y, sigma, key, lo, hi, probes, probe,
         return _risk(make_problem, solver, weighting, y, sigma, b, jnp.exp(t).astype(rdt))
 
     t, value, evals, at_bound, converged = minimize_log(objective, lo, hi, grid_points, iters, rdt)
+    t = fail_if_nothing_evaluated(t, value, "tuning.sure")
     return RuleInfo(
         weight=jnp.exp(t), value=value, solves=(evals * (1 + probes)).astype(jnp.int32), at_bound=at_bound,
         converged=converged,
