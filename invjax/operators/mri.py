@@ -23,9 +23,11 @@ class CartesianMRI(LinearOperator):
         mask: real or bool array ``(H, W)``: 1 where k-space is sampled (weights allowed).
         sensitivities: optional complex array ``(C, H, W)`` of coil sensitivity maps.
         centered: whether k-space is stored with DC at the centre (default False).
+        dtype: the complex dtype of images and k-space (default: that of ``sensitivities``, else
+            complex64, or complex128 under ``jax_enable_x64``); e.g. ``jnp.complex64`` keeps a
+            single-precision problem single precision under ``jax_enable_x64``.
 
     Shapes: ``x: (H, W)`` complex -> ``y: (H, W)`` (one coil) or ``(C, H, W)`` complex.
-    dtype complex64 (complex128 under ``jax_enable_x64``).
 
     Example:
         >>> mask = jnp.zeros((64, 64)).at[:, ::4].set(1.0)
@@ -36,8 +38,9 @@ class CartesianMRI(LinearOperator):
     mask: jax.Array
     sensitivities: jax.Array | None
     centered: bool = eqx.field(static=True)
+    _dtype: str = eqx.field(static=True)
 
-    def __init__(self, mask, sensitivities=None, centered=False):
+    def __init__(self, mask, sensitivities=None, centered=False, dtype=None):
         who = "CartesianMRI"
         mask = jnp.asarray(mask)
         if mask.ndim != 2:
@@ -45,7 +48,13 @@ class CartesianMRI(LinearOperator):
         if jnp.issubdtype(mask.dtype, jnp.complexfloating):
             raise TypeError(f"{who}: `mask` must be real or bool, got {mask.dtype}")
         check_finite(mask, "mask", who)
-        self.mask = mask.astype(jnp.finfo(default_complex()).dtype)
+        if dtype is None:
+            dtype = default_complex() if sensitivities is None else jnp.result_type(jnp.asarray(sensitivities).dtype, jnp.complex64)
+        dtype = jnp.dtype(dtype)
+        if not jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(f"{who}: `dtype` must be complex, got {dtype}")
+        self._dtype = dtype.name
+        self.mask = mask.astype(jnp.finfo(dtype).dtype)
         if sensitivities is not None:
             sensitivities = jnp.asarray(sensitivities)
             if sensitivities.ndim != 3 or tuple(sensitivities.shape[1:]) != tuple(mask.shape):
@@ -54,7 +63,7 @@ class CartesianMRI(LinearOperator):
                     f"to match `mask`, got {tuple(sensitivities.shape)}"
                 )
             check_finite(sensitivities, "sensitivities", who)
-            sensitivities = sensitivities.astype(jnp.result_type(sensitivities.dtype, default_complex()))
+            sensitivities = sensitivities.astype(dtype)
         self.sensitivities = sensitivities
         self.centered = bool(centered)
 
@@ -70,9 +79,7 @@ class CartesianMRI(LinearOperator):
 
     @property
     def dtype(self):
-        if self.sensitivities is None:
-            return default_complex()
-        return self.sensitivities.dtype
+        return jnp.dtype(self._dtype)
 
     def _fft(self, x):
         if self.centered:

@@ -48,7 +48,7 @@ class CG(IterativeSolver):
                 "use FISTA, ADMM or PDHG"
             )
         if problem.constraint is not None:
-            raise TypeError("CG cannot handle a constraint; use FISTA, ADMM or PDHG")
+            raise TypeError(f"CG cannot handle the constraint {type(problem.constraint).__name__}; use FISTA, ADMM or PDHG")
 
     def _grad(self, problem, x):
         return smooth_grad(problem, x, with_regularizer=problem.regularizer is not None)

@@ -114,6 +114,9 @@ class PDHG(IterativeSolver):
             operators).
     """
 
+    # PDHG takes more (cheaper) iterations than ADMM or FISTA: 545 to the default tol on 256² TV
+    # deblurring, up to 1306 on 128² CT (docstring above)
+    max_iters: int = eqx.field(static=True, default=2000, kw_only=True)
     tau: float | None = eqx.field(static=True, default=None)
     sigma: float | None = eqx.field(static=True, default=None)
     adaptive: bool = eqx.field(static=True, default=True)
