@@ -42,19 +42,19 @@ def run_demo(n: int = 128, sigma: float = 0.01, out: str | Path = "demo_output",
     admm = solvers.ADMM(max_iters=500, tol=1e-4)
     pdhg = solvers.PDHG(max_iters=1000, tol=1e-4)
     bounds = (1e-5, 1e-1)
-    # (name, make_problem, solver, rule name, rule: () -> weight)
+    # (rule: y -> weight, each one compiled program)
     setups = [
-        ("Tikhonov / CG", tik, cg, "GCV", lambda: tuning.gcv(tik, y, key_rule, cg, bounds=bounds)),
-        ("TV / ADMM", tv, admm, "SURE", lambda: tuning.sure(tv, y, sigma, key_rule, admm, bounds=bounds)),
-        ("TV / ADMM", tv, admm, "discrepancy", lambda: tuning.discrepancy(tv, y, sigma, admm, bounds=bounds)),
-        ("TV / PDHG", tv, pdhg, "discrepancy", lambda: tuning.discrepancy(tv, y, sigma, pdhg, bounds=bounds)),
+        ("Tikhonov / CG", tik, cg, "GCV", lambda y: tuning.gcv(tik, y, key_rule, cg, bounds=bounds)),
+        ("TV / ADMM", tv, admm, "SURE", lambda y: tuning.sure(tv, y, sigma, key_rule, admm, bounds=bounds)),
+        ("TV / ADMM", tv, admm, "discrepancy", lambda y: tuning.discrepancy(tv, y, sigma, admm, bounds=bounds)),
+        ("TV / PDHG", tv, pdhg, "discrepancy", lambda y: tuning.discrepancy(tv, y, sigma, pdhg, bounds=bounds)),
     ]
     grid = jnp.logspace(np.log10(bounds[0]), np.log10(bounds[1]), 25)
     oracles = {}
     rows, images = [], {"ground truth": x_true, "blurred + noise": y}
     for name, make, solver, rule_name, rule in setups:
         t0 = time.perf_counter()
-        weight = float(rule())
+        weight = float(jax.jit(rule)(y))
         sol = jax.jit(lambda w: solve(make(w, y), solver))(weight)
         sol.x.block_until_ready()
         elapsed = time.perf_counter() - t0

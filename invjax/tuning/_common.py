@@ -30,10 +30,11 @@ class RuleInfo(NamedTuple):
         at_bound: ``True`` when the choice sits at an end of ``bounds`` (the optimum, or the
             discrepancy root, may lie outside: widen ``bounds``).
         converged: ``True`` when the lower-level solve(s) at ``weight`` reached the solver's
-            ``tol``. GCV and SURE trust only criterion values from converged solves (a
-            derivative through a solve stopped early is that of the fixed point, not of the
-            iterate returned, and SURE then reads too low); when none converged the choice is
-            meaningless and this is ``False``: raise ``max_iters`` or loosen ``tol``.
+            ``tol``. Every criterion value a rule can evaluate counts (an unconverged solve
+            gives a less accurate value, not a missing one); ``False`` says the choice rests on
+            an unconverged solve (a warning says so outside ``jit``): raise ``max_iters`` or
+            loosen ``tol`` for a more reliable choice. A rule that could evaluate its criterion
+            at no weight at all raises.
     """
 
     weight: jax.Array
@@ -103,6 +104,12 @@ def real_dtype(x):
     return jnp.finfo(dtype).dtype
 
 
+def as_arrays(weight):
+    """A weight (pytree) as arrays: a Python float would be a static argument of a compiled
+    rule, one compilation per value."""
+    return jax.tree_util.tree_map(jnp.asarray, weight)
+
+
 def as_data(y, who: str) -> jax.Array:
     y = jnp.asarray(y)
     if not jnp.issubdtype(y.dtype, jnp.inexact):
@@ -114,34 +121,55 @@ _GOLD = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 def warn_if_unconverged(info: RuleInfo, who: str) -> None:
-    """Warn (outside ``jit``/``vmap`` only) when the lower-level solves at the choice did not converge."""
+    """Warn (outside ``jit``/``vmap`` only) when the lower-level solves at the choice did not
+    converge, or the choice sits at an end of the search interval."""
     try:
         ok = bool(np.all(np.asarray(info.converged)))
+        inside = not bool(np.any(np.asarray(info.at_bound)))
     except (jax.errors.TracerBoolConversionError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return
-    if not ok:
-        import warnings
+    import warnings
 
+    if not ok:
         warnings.warn(
             f"{who}: the lower-level solve at the chosen weight did not reach the solver's tol (info.converged is "
-            "False); the choice is not reliable: raise the solver's max_iters or loosen its tol",
+            "False); the criterion there is less accurate: raise the solver's max_iters or loosen its tol",
+            TuningWarning,
+            stacklevel=3,
+        )
+    if not inside:
+        warnings.warn(
+            f"{who}: the chosen weight sits at an end of `bounds` (info.at_bound): the optimum may lie outside; "
+            "widen `bounds`",
             TuningWarning,
             stacklevel=3,
         )
 
 
+def fail_if_nothing_evaluated(t, value, who: str):
+    """``t``, with a run-time error if the criterion could be evaluated at no weight (``value``
+    is not finite): every solve failed (NaN) or every derivative solve failed."""
+    return eqx.error_if(
+        t,
+        ~jnp.isfinite(value),
+        f"{who}: the criterion could not be evaluated at any weight (every lower-level solve or derivative solve "
+        "failed: check the data, the solver's settings and `bounds`)",
+    )
+
+
 def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, dtype):
     """Minimise ``objective(t) -> (value, converged)`` over ``t = log(weight)`` in ``[log lo, log hi]``.
 
-    Values from unconverged evaluations count as ``+inf``, like non-finite ones.
+    Every finite value counts, converged or not (non-finite ones count as ``+inf``); the
+    ``converged`` flag of the chosen point is returned.
 
     A coarse grid of ``grid_points`` values finds the best cell; a golden-section search then
     refines inside the two cells around it (``iters`` more evaluations, at least 2 when
     ``iters > 0``). All evaluations run in one ``lax.fori_loop`` whose body traces
     ``objective`` once (a vmapped grid would compile the solver twice more and, on CPU, run no
     faster), and the golden-section branch is chosen with ``where``, so the search vmaps with one
-    evaluation per step. Returns ``(t, value, evaluations, at_bound, converged)``; with no
-    converged evaluation at all, ``t`` is the lower bound and ``converged`` is ``False``.
+    evaluation per step. Returns ``(t, value, evaluations, at_bound, converged)``; ``value`` is
+    ``inf`` when no evaluation was finite (the caller raises: :func:`fail_if_nothing_evaluated`).
     """
     G = grid_points
     n_gold = 0 if iters == 0 else max(iters, 2)
@@ -163,7 +191,7 @@ def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, 
             jnp.where(k == G, b0 - g * (b0 - a0), jnp.where(k == G + 1, a0 + g * (b0 - a0), t_g)),
         )
         f, ok = objective(t)
-        f = jnp.where(jnp.isfinite(f) & ok, f, inf).astype(dtype)
+        f = jnp.where(jnp.isfinite(f), f, inf).astype(dtype)
         fs = jnp.where(k < G, fs.at[jnp.minimum(k, G - 1)].set(f), fs)
         first, second, golden = k == G, k == G + 1, k > G + 1
         a = jnp.where(first, a0, jnp.where(golden, a_g, a))
@@ -174,7 +202,7 @@ def minimize_log(objective, lo: float, hi: float, grid_points: int, iters: int, 
         fd_new = jnp.where(second, f, jnp.where(golden, jnp.where(left, fc, f), fd))
         better = f < f_best
         return (fs, a, b, c_new, d_new, fc_new, fd_new, jnp.where(better, t, t_best), jnp.where(better, f, f_best),
-                ok_best | better)
+                jnp.where(better, ok, ok_best))
 
     init = (jnp.full((G,), inf), zero, zero, zero, zero, inf, inf, ts[0], inf, jnp.zeros((), bool))
     fs, *_, t_best, f_best, ok_best = jax.lax.fori_loop(0, G + n_gold, body, init)

@@ -27,7 +27,18 @@ import jax
 import jax.numpy as jnp
 
 from ..solvers import solve
-from ._common import RuleInfo, as_data, check_bounds, check_count, check_make_problem, check_sigma, check_solver, real_dtype, warn_if_unconverged
+from ._common import (
+    RuleInfo,
+    as_data,
+    check_bounds,
+    check_count,
+    check_make_problem,
+    check_sigma,
+    check_solver,
+    fail_if_nothing_evaluated,
+    real_dtype,
+    warn_if_unconverged,
+)
 
 _EXPAND = math.log(100.0)
 
@@ -199,6 +210,9 @@ def _discrepancy(make_problem, solver, y, sigma, tau, lo, hi, rtol, maxiter, exp
     # unbracketed: the residual is above target for every weight (return the smallest) or below
     # it for every weight (return the largest)
     t = jnp.where(ok, c["t_best"], jnp.where(c["fa"] > 0, c["a"], c["b"]))
+    # a NaN residual (a failed solve) never brackets or improves: if even the ends were NaN
+    # nothing was evaluated
+    t = fail_if_nothing_evaluated(t, jnp.where(jnp.isfinite(c["fa"]) | jnp.isfinite(c["fb"]) | jnp.isfinite(c["f_best"]), 0.0, jnp.nan), "tuning.discrepancy")
     f = jnp.where(ok, c["f_best"], jnp.where(c["fa"] > 0, c["fa"], c["fb"]))
     conv = jnp.where(ok, c["c_best"], jnp.where(c["fa"] > 0, c["ca"], c["cb"]))
     return RuleInfo(weight=jnp.exp(t), value=jnp.exp(f), solves=c["k"], at_bound=~ok, converged=conv)
