@@ -1,5 +1,5 @@
 """Every registered functional through the same checks: prox and conjugate-prox optimality,
-Moreau identity, jit, vmap, grad, dtypes. See cases.py for the registry.
+Moreau identity, jit, vmap, grad, dtypes. See tests/registry.py for the registry.
 
 The checks are compiled as one program each (compilation, not arithmetic, dominates the run
 time of these tiny inputs), on one input shape so that eager primitives are cached.
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invjax.functionals import TV, Scaled
-from tests.functionals.cases import FUNCTIONALS, random_input, real_inner
+from tests.registry import FUNCTIONALS, random_input, real_inner
 
 NAMES = sorted(FUNCTIONALS)
 SHAPE = (5, 4)

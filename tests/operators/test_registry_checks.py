@@ -88,9 +88,10 @@ def test_grad_matches_finite_difference(name, rng, x64):
 def test_wrong_shape_raises_clear_error(name, rng):
     op = OPERATORS[name](rng)
     bad = tuple(s + 1 for s in op.in_shape)
-    with pytest.raises(ValueError, match=r"`x` must have shape .*got"):
+    # (an adjoint A.T names its input after A's output, `y`)
+    with pytest.raises(ValueError, match=r"`[xy]` must have shape .*got"):
         op(jnp.zeros(bad, op.dtype))
-    with pytest.raises(ValueError, match=r"`y` must have shape .*got"):
+    with pytest.raises(ValueError, match=r"`[xy]` must have shape .*got"):
         op.T(jnp.zeros(tuple(s + 1 for s in op.out_shape), op.out_dtype))
     with pytest.raises(ValueError, match="jax.vmap"):
         op(jnp.zeros((2,) + tuple(op.in_shape), op.dtype))

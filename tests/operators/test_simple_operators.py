@@ -108,7 +108,7 @@ def test_algebra_shape_mismatch_raises():
         A + ops.Identity((8, 8))
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 12), min_size=1, max_size=3).map(tuple),
     boundary=st.sampled_from(["periodic", "neumann"]),
@@ -122,7 +122,7 @@ def test_finite_difference_dot_test(shape, boundary, seed, double):
     assert err < (1e-12 if double else 1e-5)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(
     blocks=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 4)), min_size=1, max_size=3),
     seed=st.integers(0, 2**31 - 1),
@@ -167,3 +167,14 @@ class _nullcontext:
 def test_bad_input(factory, exc, match):
     with pytest.raises(exc, match=match):
         factory()
+
+
+def test_identity_takes_a_dtype(x64):
+    single = ij.operators.Identity((3, 4), dtype=jnp.float32)
+    assert single.dtype == jnp.float32 and single.fourier_symbol().dtype == jnp.float32
+    assert ij.operators.Identity((3, 4)).dtype == jnp.float64
+    cplx = ij.operators.Identity((3, 4), dtype=jnp.complex64)
+    assert cplx.dtype == jnp.complex64 and cplx.fourier_symbol() is None
+    z = jnp.ones((3, 4), jnp.complex64) * (1 + 2j)
+    np.testing.assert_array_equal(cplx(z), z)
+    np.testing.assert_array_equal(cplx.gram_diagonal(), np.ones((3, 4)))

@@ -1,4 +1,6 @@
-"""Every solver under jit, vmap and differentiation (implicit and unrolled), against finite differences."""
+"""Differentiation beyond the solver matrix (tests/solvers/test_matrix.py): unrolled gradients,
+derivatives with respect to an operator's parameters and to weights per direction or per pixel,
+singular derivative systems, failed derivative solves, warm starts, compile size."""
 
 import dataclasses
 import importlib.util
@@ -21,8 +23,8 @@ def _setup(n=16, seed=0):
     psf = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / 2.0)
     psf /= psf.sum()
     x = np.zeros((n, n))
-    x[4:12, 4:12] = 1.0
-    x[6:10, 2:7] = 0.4
+    x[n // 4 : 3 * n // 4, n // 4 : 3 * n // 4] = 1.0
+    x[6 * n // 16 : 10 * n // 16, n // 8 : 7 * n // 16] = 0.4
     A = ij.operators.Convolution(psf, (n, n))
     y = np.asarray(A(x)) + 0.03 * rng.standard_normal((n, n))
     return x, A, y
@@ -65,31 +67,16 @@ def _loss_fn(x_true, A, y, case, diff, **overrides):
     return loss
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_implicit_gradient_matches_finite_difference(case, x64):
-    x, A, y = _setup()
-    loss = _loss_fn(x, A, y, case, "implicit")
-    w = CASES[case][2]
-    solver, make, _ = CASES[case]
-    assert bool(ij.solve(make(A, y, w), solver).stats.converged)
-    g = float(jax.grad(loss)(w))
-    h = 1e-5 * w
-    fd = (float(loss(w + h)) - float(loss(w - h))) / (2 * h)
-    assert g == pytest.approx(fd, rel=1e-4)
-    # forward mode (needed by SURE) gives the same derivative
-    _, t = jax.jvp(loss, (w,), (1.0,))
-    assert float(t) == pytest.approx(fd, rel=1e-4)
-
-
 @pytest.mark.parametrize("case", ["CG", "FISTA", "ADMM", "PDHG"])
 def test_unrolled_gradient_matches_finite_difference_of_same_map(case, x64):
-    x, A, y = _setup()
+    x, A, y = _setup(n=8)
     # a fixed number of iterations (tol=0): the unrolled map is a smooth function of w
-    loss = _loss_fn(x, A, y, case, "unroll", max_iters=30, tol=0.0, checkpoint=4)
+    loss = _loss_fn(x, A, y, case, "unroll", max_iters=24, tol=0.0, checkpoint=4)
     w = CASES[case][2]
-    g = float(jax.grad(loss)(w))
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    g = float(value_and_grad(w)[1])
     h = 1e-6 * w
-    fd = (float(loss(w + h)) - float(loss(w - h))) / (2 * h)
+    fd = (float(value_and_grad(w + h)[0]) - float(value_and_grad(w - h)[0])) / (2 * h)
     assert g == pytest.approx(fd, rel=1e-6)
 
 
@@ -103,7 +90,8 @@ def test_gradient_with_respect_to_data_and_operator(x64):
         return jnp.sum((ij.solve(ij.Problem(op, y, fn.SquaredL2(), 0.05), solver).x - x) ** 2)
 
     psf = A.psf
-    gy, gpsf = jax.grad(loss, argnums=(0, 1))(jnp.asarray(y), psf)
+    value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    _, (gy, gpsf) = value_and_grad(jnp.asarray(y), psf)
     rng = np.random.default_rng(1)
     for g, arg, i in ((gy, y, 0), (gpsf, psf, 1)):
         d = rng.standard_normal(np.shape(arg))
@@ -112,44 +100,8 @@ def test_gradient_with_respect_to_data_and_operator(x64):
         args_m = [y, psf]
         args_p[i] = arg + h * d
         args_m[i] = arg - h * d
-        fd = (float(loss(*args_p)) - float(loss(*args_m))) / (2 * h)
+        fd = (float(value_and_grad(*args_p)[0]) - float(value_and_grad(*args_m)[0])) / (2 * h)
         assert float(jnp.vdot(g, d)) == pytest.approx(fd, rel=1e-4)
-
-
-def test_vmap_over_data_and_weights_equals_separate_solves_and_traces_once():
-    x, A, _ = _setup()
-    A = ij.operators.Convolution(np.asarray(A.psf, np.float32), x.shape)
-    key = jax.random.PRNGKey(0)
-    ys = jnp.asarray(A(x.astype(np.float32))) + 0.03 * jax.random.normal(key, (16,) + x.shape)
-    ws = jnp.linspace(0.005, 0.05, 16)
-    solver = ij.solvers.ADMM(max_iters=500, tol=1e-4)
-    traces = []
-
-    def one(y, w):
-        traces.append(1)
-        return ij.solve(ij.Problem(A, y, fn.TV(boundary="periodic"), w), solver)
-
-    batched = jax.jit(jax.vmap(one))(ys, ws)
-    assert len(traces) == 1
-    single = jax.jit(one)
-    for i in range(16):
-        s = single(ys[i], ws[i])
-        np.testing.assert_allclose(batched.x[i], s.x, atol=1e-6)
-        assert int(batched.stats.iterations[i]) == int(s.stats.iterations)
-    assert len(traces) == 2  # one more trace for the unbatched jit, none per call
-    # problems stop at different iterations: each is frozen at its own stopping point
-    assert len(set(np.asarray(batched.stats.iterations).tolist())) > 1
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_jit_and_float64_dtype(case, x64):
-    x, A, y = _setup()
-    solver, make, w = CASES[case]
-    problem = make(A, y, w)
-    small = type(solver)(max_iters=50)
-    sol = jax.jit(lambda p: ij.solve(p, small))(problem)
-    assert sol.x.dtype == jnp.float64
-    np.testing.assert_allclose(sol.x, ij.solve(problem, small).x, atol=1e-10)
 
 
 def test_compile_does_not_grow_with_max_iters():
@@ -184,34 +136,34 @@ def test_implicit_gradient_with_a_weight_per_direction_matches_finite_difference
         return jnp.sum((sol.x - x) ** 2), sol.stats.converged
 
     w = jnp.asarray([0.015, 0.03])
-    (value, converged), g = jax.value_and_grad(loss, has_aux=True)(w)
+    value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (value, converged), g = value_and_grad(w)
     assert bool(converged)
     # one central difference along a direction that weighs both entries (two solves, not four;
     # the gradient's entries have the same sign here, so the opposite signs keep them from
-    # hiding each other's error)
+    # hiding each other's error); the differences reuse the compiled program
     d = jnp.asarray([1.0, -0.5]) * w
     h = 1e-5
-    fd = (float(loss(w + h * d)[0]) - float(loss(w - h * d)[0])) / (2 * h)
+    fd = (float(value_and_grad(w + h * d)[0][0]) - float(value_and_grad(w - h * d)[0][0])) / (2 * h)
     assert float(g @ d) == pytest.approx(fd, rel=1e-4)
     assert float(g[0]) > 0 and float(g[1]) > 0
 
 
 def test_a_failed_implicit_derivative_solve_is_not_silent():
-    x, A, y = _setup()
+    x, A, y = _setup(n=8)
     problem = lambda w: ij.Problem(A, y.astype(np.float32), fn.TV(boundary="periodic"), w)  # noqa: E731
     # one conjugate-gradient iteration cannot reach a 1e-6 relative residual on this system
     strict = ij.solvers.PDHG(max_iters=2000, tol=1e-5, adjoint_iters=1, adjoint_tol=1e-6)
     loss = lambda w, s: jnp.sum(ij.solve(problem(w), s).x ** 2)  # noqa: E731
-    with pytest.raises(eqx.EquinoxRuntimeError, match="conjugate-gradient solve of the implicit derivative"):
+    with pytest.raises(eqx.EquinoxRuntimeError, match="conjugate-gradient solve of the implicit derivative stopped at a relative residual of about 1e-"):
         eqx.filter_jit(jax.grad(loss))(0.02, strict)
     quiet = dataclasses.replace(strict, adjoint_failure="nan")
     assert np.isnan(float(jax.jit(jax.grad(loss), static_argnums=1)(0.02, quiet)))
-    # "ignore" returns the (one-step) iterate: finite, and not the accurate derivative
+    # "ignore" returns the (one-step) iterate: finite, and not the accurate derivative (the
+    # matrix, tests/solvers/test_matrix.py, shows the default settings succeed)
     ignore = dataclasses.replace(strict, adjoint_failure="ignore")
     rough = float(jax.jit(jax.grad(loss), static_argnums=1)(0.02, ignore))
-    # with the defaults it succeeds
-    good = float(jax.jit(jax.grad(loss), static_argnums=1)(0.02, ij.solvers.PDHG(max_iters=2000, tol=1e-5)))
-    assert np.isfinite(good) and np.isfinite(rough) and abs(rough - good) > 1e-3 * abs(good)
+    assert np.isfinite(rough)
 
 
 def _benchmark_bars(n, batch):
@@ -261,9 +213,32 @@ def test_admm_warm_start_from_another_weight_and_data_solves_the_new_problem():
     y2 = y + 0.05 * jax.random.normal(jax.random.PRNGKey(3), y.shape)
     solver = ij.solvers.ADMM(max_iters=3000, tol=1e-5)
     problem = lambda w, y: ij.Problem(A, y, fn.TV(boundary="periodic"), jnp.asarray(w).reshape(2, 1, 1))  # noqa: E731
-    first = ij.solve(problem([0.01, 0.04], y), solver)
-    cold = ij.solve(problem([0.03, 0.005], y2), solver)
-    warm = ij.solve(problem([0.03, 0.005], y2), solver, warm_start=first.state)
+    solve = eqx.filter_jit(ij.solve)
+    first = solve(problem(jnp.asarray([0.01, 0.04]), y), solver)
+    cold = solve(problem(jnp.asarray([0.03, 0.005]), y2), solver)
+    warm = solve(problem(jnp.asarray([0.03, 0.005]), y2), solver, warm_start=first.state)
     assert bool(cold.stats.converged) and bool(warm.stats.converged)
     np.testing.assert_allclose(warm.x, cold.x, atol=2e-3)
     np.testing.assert_allclose(warm.stats.objective, cold.stats.objective, rtol=1e-4)
+
+
+def test_solution_state_has_no_silent_zero_derivative():
+    """In implicit mode only ``x`` has derivatives: the state's are NaN where used (in both
+    modes of differentiation), and a loss of ``x`` alone is unaffected by them."""
+    x, A, y = _setup(n=8)
+    solver = ij.solvers.PDHG(max_iters=3000, tol=1e-6)
+
+    def solve(w):
+        return ij.solve(ij.Problem(A, y.astype(np.float32), fn.TV(boundary="periodic"), w), solver)
+
+    @jax.jit
+    def derivatives(w):
+        g_x = jax.grad(lambda w: jnp.sum(solve(w).x ** 2))(w)
+        g_state = jax.grad(lambda w: jnp.sum(solve(w).state.x ** 2))(w)
+        t_state = jax.jvp(lambda w: solve(w).state.p[1], (w,), (jnp.ones_like(w),))[1]
+        return g_x, g_state, t_state
+
+    g_x, g_state, t_state = derivatives(0.02)
+    assert np.isfinite(float(g_x)) and float(g_x) != 0
+    assert np.isnan(float(g_state))
+    assert np.all(np.isnan(np.asarray(t_state)))

@@ -52,6 +52,7 @@ def _bars(key, n, batch):
     return jnp.broadcast_to(profile[:, :, None], (batch, n, n))
 
 
+@pytest.mark.slow  # ~35 s; array weights in the default run: test_fit_weight_image
 def test_fit_vector_weight_beats_best_scalar_on_held_out():
     n, sigma = 32, 0.1
     x = _bars(jax.random.PRNGKey(0), n, 8)

@@ -24,3 +24,27 @@ def test_a_rule_on_a_solver_stopped_early_says_so(tik, rule):
     # the same rule with a solver that converges stays silent and says converged
     _, info = RULES[rule](tik, tik.solver)
     assert bool(info.converged) and np.isfinite(float(info.value))
+
+
+def test_unconverged_values_are_used_not_discarded(tik):
+    """A solver stopped early gives less accurate criterion values, not missing ones: SURE and
+    GCV still choose near their closed-form minimisers (they returned the lower bound when
+    unconverged values were discarded)."""
+    y = tik.y[0]
+    short = ij.solvers.CG(max_iters=60, tol=1e-12)  # never reaches 1e-12: every solve unconverged
+    with pytest.warns(ij.tuning.TuningWarning, match="did not reach the solver's tol"):
+        w, info = ij.tuning.sure(tik.make, y, tik.sigma, jax.random.key(0), short, probes=4, return_info=True)
+    assert not bool(info.converged) and not bool(info.at_bound)
+    best = tik.argmin(lambda lam: tik.sure(lam, y))
+    assert abs(np.log(float(w) / best)) < np.log(2.0)
+    with pytest.warns(ij.tuning.TuningWarning):
+        w = ij.tuning.gcv(tik.make, y, jax.random.key(1), short, probes=8)
+    assert abs(np.log(float(w) / tik.argmin(lambda lam: tik.gcv(lam, y)))) < np.log(2.0)
+
+
+def test_a_rule_that_can_evaluate_nothing_raises(tik):
+    """Every derivative solve fails (one CG iteration to 1e-9, NaN on failure as the rules ask):
+    SURE raises instead of returning a bound as if it had chosen it."""
+    hopeless = ij.solvers.CG(max_iters=400, tol=1e-6, adjoint_iters=1, adjoint_tol=1e-9)
+    with pytest.raises(Exception, match="could not be evaluated at any weight"):
+        ij.tuning.sure(tik.make, tik.y[0], tik.sigma, jax.random.key(0), hopeless, grid_points=3, iters=0)
