@@ -174,7 +174,7 @@ def test_random_ellipses_options(x64):
         phantoms.shepp_logan(8, dtype=jnp.int32)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), mean=st.floats(1.0, 50.0))
 def test_random_ellipses_property(seed, mean):
     """Every image is in [0, 1] and is either all zero or peaks at exactly 1."""

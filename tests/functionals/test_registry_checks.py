@@ -77,7 +77,7 @@ def test_prox_and_prox_conj_optimality(name, rng, x64):
 
 
 @settings(
-    max_examples=15, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     name=st.sampled_from(NAMES),

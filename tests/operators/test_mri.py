@@ -50,7 +50,7 @@ def test_real_image_input_is_promoted(rng):
     np.testing.assert_allclose(A(x), np.fft.fft2(x, norm="ortho"), atol=1e-5)
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(h=st.integers(2, 20), w=st.integers(2, 20), coils=st.integers(0, 3), seed=st.integers(0, 2**31 - 1), double=st.booleans())
 def test_dot_test_random_shapes(h, w, coils, seed, double):
     rng = np.random.default_rng(seed)

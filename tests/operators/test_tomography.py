@@ -259,7 +259,7 @@ def test_dot_test_float64():
             assert float(err) < 1e-12
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(
     n=st.integers(4, 24),
     m=st.integers(4, 24),

@@ -44,6 +44,7 @@ def test_default_pdhg_reaches_cvxpy_optimum_on_small_ct(x64):
     assert -1e-6 < rel < 1e-5, rel
 
 
+@pytest.mark.slow  # ~9 s
 def test_primal_weight_does_not_run_away(x64):
     """Without its residual guard the PDLP primal-weight rule drove omega to 1e10 on this problem."""
     A, _, y = _ct_data(24, 8)

@@ -67,7 +67,10 @@ def _loss_fn(x_true, A, y, case, diff, **overrides):
     return loss
 
 
-@pytest.mark.parametrize("case", ["CG", "FISTA", "ADMM", "PDHG"])
+@pytest.mark.parametrize(
+    # (one solver with and one without an inner solve by default; ~8 s each)
+    "case", ["CG", pytest.param("FISTA", marks=pytest.mark.slow), pytest.param("ADMM", marks=pytest.mark.slow), "PDHG"]
+)
 def test_unrolled_gradient_matches_finite_difference_of_same_map(case, x64):
     x, A, y = _setup(n=8)
     # a fixed number of iterations (tol=0): the unrolled map is a smooth function of w
@@ -116,7 +119,9 @@ def test_compile_does_not_grow_with_max_iters():
         assert abs(sizes[diff, 100] - sizes[diff, 10000]) < 200
 
 
-@pytest.mark.parametrize("layout", ["per-direction", "full image"])
+@pytest.mark.parametrize(
+    "layout", ["per-direction", pytest.param("full image", marks=pytest.mark.slow)]  # (CG x-steps: ~15 s)
+)
 def test_implicit_gradient_with_a_weight_per_direction_matches_finite_difference(x64, layout):
     """A weight per direction, given as shape ``(2, 1, 1)`` (kept circulant: FFT x-step) or
     broadcast to the full ``(2, n, n)`` (an elementwise weight: ADMM takes inexact CG x-steps,
@@ -173,6 +178,7 @@ def _benchmark_bars(n, batch):
     return module.bars(jax.random.PRNGKey(11), n, batch)
 
 
+@pytest.mark.slow  # ~18 s; singular TV duals in the default run: the matrix's TV cases
 def test_implicit_gradient_on_piecewise_constant_bars_is_finite_and_right():
     """Horizontal bars, 62 % flat: the TV dual is not unique, ``I - dT/dz`` is singular and a
     float32 solve at tol 1e-3 leaves the GMRES system slightly inconsistent. jax.scipy's GMRES

@@ -35,6 +35,7 @@ def test_fit_reaches_the_closed_form_training_optimum(tik, loss):
     assert hist.loss[-1] < hist.loss[0] and np.all(hist.converged)
 
 
+@pytest.mark.slow  # ~13 s; unrolled gradients by default: tests/solvers/test_transforms.py
 def test_fit_unrolled_gradient_and_custom_loss(tik):
     exact = _train_optimum(tik, lambda lam, x, y: _mse(tik, lam, x, y))
     solver = ij.solvers.CG(max_iters=150, tol=1e-6, diff="unroll")

@@ -56,7 +56,7 @@ def _tv_deblur(n=24, count=24, sigma=0.05):
     return x, A, ys, make, solver, sigma
 
 
-@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("weighted", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_sure_is_unbiased_for_a_nonlinear_solver(weighted):
     x, A, ys, make, solver, sigma = _tv_deblur()
     W = ij.tuning.regularized_inverse(A, 1e-2) if weighted else None
