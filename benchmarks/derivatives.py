@@ -21,6 +21,9 @@ First each solver with its defaults (does the default ``tol`` get reached within
 * the unrolled gradient beside it (``diff="unroll"`` with ``max_iters`` the forward solve's
   iteration count), and the compiled program's temporary memory for ``max_iters`` 100, 400, 1600
   (implicit: flat; unrolled: grows);
+* ``--accuracy`` (alone): the implicit gradient's error against the solve's ``tol`` in float64
+  and float32 (deblur, ADMM), the error of the derivative image ``dx/dweight`` itself, and how
+  much the MSE gradient cancels near the oracle weight (which multiplies the relative error);
 * ``--batch``: a ``vmap`` of 8 problems with different weights against a single solve, per image,
   for every solver (CG and Landweber on Tikhonov / Huber deblurring).
 
@@ -29,6 +32,7 @@ Usage::
     python benchmarks/derivatives.py                 # everything (~30 min on 2 cores)
     python benchmarks/derivatives.py --quick         # 64² / 32² problems, a smoke test
     python benchmarks/derivatives.py --only deblur --solvers ADMM
+    python benchmarks/derivatives.py --accuracy --output benchmarks/results/derivatives_accuracy.json
 
 Writes ``benchmarks/results/derivatives.json`` (``--quick``: ``derivatives_quick.json``) and
 prints a markdown table.
@@ -275,9 +279,59 @@ def batch(quick, repeats):
     return rows
 
 
+def accuracy(quick, tols=(1e-4, 1e-5, 1e-6, 1e-8)):
+    """How the implicit gradient's error depends on the solve's ``tol`` (deblur, ADMM).
+
+    The gradient of the MSE in the weight is ``(2/n) sum_p r_p dx_p`` with ``r = x - x_true`` and
+    ``dx = dx/dweight``. Near the oracle weight this sum cancels: ``cancellation`` is
+    ``sum |r dx| / |sum r dx|``, the factor by which a relative error of ``dx`` can grow in the
+    gradient. Reported: the float64 gradient at each ``tol`` against the float64 central
+    difference, and the relative error of the derivative image ``dx`` itself (float32 at the
+    default ``tol`` and float64 at each ``tol``) against the float64 ``dx`` at the tightest.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import invjax as ij
+
+    ref = reference("deblur", quick)["weight"][f"{min(REFERENCE_STEPS):g}"]
+    rows = []
+
+    def derivative(dtype, tol):
+        make, x, y, w = problem("deblur", quick, dtype)
+        s = ij.solvers.ADMM(tol=tol, max_iters=6000 if tol < 1e-4 else 1000, adapt_iters=10**6 if tol < 1e-4 else 100,
+                            adjoint_failure="ignore", adjoint_iters=3000)
+
+        @jax.jit
+        def f(w):
+            sol, dsol = jax.jvp(lambda v: ij.solve(make(v, y), s), (w,), (jnp.ones_like(w),))
+            return sol.x, dsol.x, sol.stats.iterations, sol.stats.residual
+
+        xs, dx, its, res = f(jnp.asarray(w, dtype))
+        return (np.asarray(xs, np.float64), np.asarray(dx, np.float64), int(its), float(res), np.asarray(x, np.float64))
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        runs = {("float64", t): derivative(jnp.float64, t) for t in tols}
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    runs[("float32", 1e-4)] = derivative(jnp.float32, 1e-4)
+    _, dx_best, _, _, x_true = runs[("float64", min(tols))]
+    for (dtype, tol), (xs, dx, its, res, _) in runs.items():
+        r = xs - x_true
+        grad = 2 * float(np.sum(r * dx)) / r.size
+        rows.append({"dtype": dtype, "tol": tol, "iterations": its, "residual": res, "grad_weight": grad,
+                     "rel_err_grad": abs(grad - ref) / abs(ref),
+                     "rel_err_dx": float(np.linalg.norm(dx - dx_best) / np.linalg.norm(dx_best)),
+                     "cancellation": float(np.sum(np.abs(r * dx)) / abs(np.sum(r * dx)))})
+        _log(f"  accuracy {dtype} tol {tol:g}: {its} its, grad {grad:.5g} (err {rows[-1]['rel_err_grad']:.1e}), "
+             f"dx err {rows[-1]['rel_err_dx']:.1e}, cancellation {rows[-1]['cancellation']:.0f}")
+    return {"reference_grad_weight": ref, "rows": rows}
+
+
 def markdown(out):
     lines = ["| problem | solver | dtype | tol | its | solve | grad (weight) | ratio | jvp (data) | ratio | "
-             "unrolled grad | rel. err. weight | rel. err. data |", "|" + "---|" * 13]
+             "unrolled grad | rel. err. weight | rel. err. data |", "|" + "---|" * 13] if out["rows"] else []
     for r in out["rows"]:
         ref = out["reference"].get(r["problem"], {})
         ew = ed = "–"
@@ -304,6 +358,12 @@ def markdown(out):
             for diff in ("implicit", "unroll"):
                 vals = [r["temp_mib"] for r in rows if r["diff"] == diff]
                 lines.append(f"| {key.replace('/', ' | ')} | {diff} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    if out.get("accuracy"):
+        lines += ["", "| deblur ADMM | tol | iterations | grad (weight) | rel. err. | rel. err. of dx/dweight | cancellation |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in out["accuracy"]["rows"]:
+            lines.append(f"| {r['dtype']} | {r['tol']:g} | {r['iterations']} | {r['grad_weight']:.5g} | "
+                         f"{r['rel_err_grad']:.1e} | {r['rel_err_dx']:.1e} | {r['cancellation']:.0f} |")
     if out.get("batch"):
         lines += ["", "| solver | batch | per image / mean single solve | per image / single at the most iterations |",
                   "|---|---|---|---|"]
@@ -324,6 +384,7 @@ def main(argv=None):
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--memory", action="store_true", help="also the memory-versus-max_iters table")
     ap.add_argument("--batch", action="store_true", help="also the vmap section")
+    ap.add_argument("--accuracy", action="store_true", help="only the accuracy-against-tol section (deblur, ADMM)")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args(argv)
     import jax
@@ -338,6 +399,9 @@ def main(argv=None):
         path.write_text(json.dumps(out, indent=1))
 
     names = [args.only] if args.only else ["deblur", "ct"]
+    if args.accuracy:
+        names = []
+        out["accuracy"] = accuracy(args.quick)
     for name in names:
         out.setdefault("defaults", []).extend(defaults(name, args.quick, args.repeats))
         save()

@@ -164,11 +164,7 @@ def test_a_failed_implicit_derivative_solve_is_not_silent():
         eqx.filter_jit(jax.grad(loss))(0.02, strict)
     quiet = dataclasses.replace(strict, adjoint_failure="nan")
     assert np.isnan(float(jax.jit(jax.grad(loss), static_argnums=1)(0.02, quiet)))
-    # "ignore" returns the (one-step) iterate: finite, and not the accurate derivative (the
-    # matrix, tests/solvers/test_matrix.py, shows the default settings succeed)
-    ignore = dataclasses.replace(strict, adjoint_failure="ignore")
-    rough = float(jax.jit(jax.grad(loss), static_argnums=1)(0.02, ignore))
-    assert np.isfinite(rough)
+    # (adjoint_failure="ignore" returns the unconverged iterate; tuning.sure relies on "nan")
 
 
 def _benchmark_bars(n, batch):
