@@ -1,6 +1,6 @@
 """invjax: differentiable inverse problems in JAX."""
 
-from . import functionals, metrics, noise, operators, phantoms, solvers, tuning
+from . import functionals, learned, metrics, noise, operators, phantoms, solvers, tuning
 from .solvers import Problem, Solution, solve, solve_batch
 
 __version__ = "0.1.0"
@@ -9,6 +9,7 @@ __all__ = [
     "Problem",
     "Solution",
     "functionals",
+    "learned",
     "metrics",
     "noise",
     "operators",

@@ -1,0 +1,45 @@
+"""Learned components: regularizers, denoisers and their training.
+
+* :class:`ConvexRidge`: the convex ridge regularizer CRR-NN (and its weakly convex variant
+  WCRR-NN), a smooth :class:`~invjax.functionals.Functional` with a known gradient Lipschitz
+  constant, usable wherever ``TV()`` goes;
+* :class:`DnCNN`: a residual denoiser, optionally spectrally normalised (known Lipschitz bound);
+* :class:`DenoiserPrior` (alias :data:`PnP`): any denoiser as the proximal step of ADMM, FISTA
+  or :class:`HQS` (plug-and-play), with the contraction factors of the convergence statement
+  (:func:`admm_contraction`, :func:`hqs_contraction`, :func:`fbs_contraction`);
+* :func:`train`: a jitted optax loop, data-parallel over local devices, with atomic, resumable
+  checkpoints; :func:`denoising_loss`, :func:`denoising_validation`;
+* data without downloads: :func:`load_images` (a folder, or images bundled with scikit-image),
+  :func:`split`, :func:`patches`, :func:`patch_data`.
+"""
+
+from .data import BUNDLED, load_images, patch_data, patches, split, stack
+from .dncnn import DnCNN, conv_operator_norm
+from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
+from .ridge import ConvexRidge
+from .spline import LinearSpline
+from .training import CHECKPOINT_NAME, History, denoising_loss, denoising_validation, train
+
+__all__ = [
+    "BUNDLED",
+    "CHECKPOINT_NAME",
+    "ConvexRidge",
+    "DenoiserPrior",
+    "DnCNN",
+    "HQS",
+    "History",
+    "LinearSpline",
+    "PnP",
+    "admm_contraction",
+    "conv_operator_norm",
+    "denoising_loss",
+    "denoising_validation",
+    "fbs_contraction",
+    "hqs_contraction",
+    "load_images",
+    "patch_data",
+    "patches",
+    "split",
+    "stack",
+    "train",
+]

@@ -1,0 +1,351 @@
+r"""Training: one resumable loop (jitted optax step, data-parallel, atomic checkpoints).
+
+:func:`train` runs ``steps`` optimisation steps of an equinox model. The step ``k`` draws its
+randomness from ``jax.random.fold_in(key, k)`` (split into a data key and a loss key), so every
+step is a pure function of ``(model, optimizer state, key, k)``: a run resumed from a checkpoint
+at step ``k`` repeats exactly what the uninterrupted run did, and on the same machine ends with
+the same parameters bit for bit.
+
+**Checkpoints** (``checkpoint_dir``): the model, the optimizer state, the step, the key and the
+loss/validation history, in one file ``checkpoint.eqx`` written with
+:func:`equinox.tree_serialise_leaves`. It is written to a temporary file in the same folder,
+flushed to disk and moved over the old one with :func:`os.replace` (atomic on POSIX and
+Windows), so a run killed at any moment leaves the last complete checkpoint in place; stale
+temporary files are removed at the next start. When the folder holds a checkpoint, ``train``
+resumes from it.
+
+**Data parallelism**: each batch (every array leaf) is sharded along its leading axis over the
+local devices (``jax.local_devices()``, a one-axis ``jax.sharding.Mesh``), the model and the
+optimizer state are replicated, and the jitted step computes the loss on each shard with the
+gradient reduced across devices by XLA. With one device this is a no-op. The batch size must be
+a multiple of the device count. (On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+gives two devices; results then agree with one device to rounding, not bit for bit.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import metrics
+
+__all__ = ["History", "train", "denoising_loss", "denoising_validation", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.eqx"
+_MAGIC = b"invjax-checkpoint\n"
+_FORMAT = 1
+
+
+class History(NamedTuple):
+    """What :func:`train` recorded (numpy arrays, over the whole run including resumed parts).
+
+    Attributes:
+        loss: ``(steps,)`` float64, the loss of each step (on the batch before the update).
+        validation_steps: ``(n,)`` int64, the steps after which ``validate`` ran.
+        validation: ``(n,)`` float64, its values.
+    """
+
+    loss: np.ndarray
+    validation_steps: np.ndarray
+    validation: np.ndarray
+
+
+# ---- losses and validation for denoisers --------------------------------------------------------
+def denoising_loss(sigma: float | tuple[float, float]) -> Callable:
+    r"""``loss(model, batch, key)`` for a Gaussian denoiser: the mean squared error
+
+    .. math:: \frac{1}{B} \sum_b \|D(x_b + \sigma_b n_b, \sigma_b) - x_b\|^2 / (H W),
+              \qquad n_b \sim N(0, I),
+
+    over a batch ``x`` of clean images ``(B, H, W)`` (or ``(B, C, H, W)``), with one noise level
+    ``sigma`` or ``sigma_b`` uniform in ``(sigma_min, sigma_max)`` per image (for a network with a
+    noise-level input). The model is called as ``model(noisy, sigma_b)``.
+    """
+    lo, hi = (sigma, sigma) if np.ndim(sigma) == 0 else tuple(sigma)
+    if not (0 <= lo <= hi):
+        raise ValueError(f"denoising_loss: `sigma` must be >= 0 or a pair 0 <= min <= max, got {sigma!r}")
+
+    def loss(model, batch, key):
+        k_n, k_s = jax.random.split(key)
+        n = batch.shape[0]
+        s = jax.random.uniform(k_s, (n,), batch.dtype, lo, hi) if hi > lo else jnp.full((n,), lo, batch.dtype)
+        noisy = batch + s.reshape((-1,) + (1,) * (batch.ndim - 1)) * jax.random.normal(k_n, batch.shape, batch.dtype)
+        out = jax.vmap(model)(noisy, s)
+        return jnp.mean((out - batch) ** 2)
+
+    return loss
+
+
+def denoising_validation(images, sigma: float, *, key) -> Callable:
+    """``validate(model) -> mean PSNR`` (dB, data range 1) of ``model(y, sigma)`` on noisy copies
+    ``y = x + sigma n`` of held-out ``images`` (the noise drawn once from ``key``). The PSNR of the
+    noisy inputs themselves is the attribute ``validate.noisy_psnr``."""
+    clean = [jnp.asarray(im) for im in images]
+    keys = jax.random.split(key, len(clean))
+    noisy = [x + sigma * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(clean, keys)]
+    scores = eqx.filter_jit(lambda model, y, x: metrics.psnr(model(y, sigma), x, data_range=1.0))
+
+    def validate(model):
+        return float(np.mean([scores(model, y, x) for y, x in zip(noisy, clean)]))
+
+    validate.noisy_psnr = float(np.mean([metrics.psnr(y, x, data_range=1.0) for y, x in zip(noisy, clean)]))
+    return validate
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+def _key_data(key):
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key)), True
+    return np.asarray(key), False
+
+
+def _write_checkpoint(path: Path, payload, meta: dict, history: dict):
+    """Write ``path`` atomically: a temporary file in the same folder, fsync, ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_MAGIC)
+            header = json.dumps(meta).encode()
+            f.write(len(header).to_bytes(8, "little") + header)
+            eqx.tree_serialise_leaves(f, payload)
+            for name in ("loss", "validation_steps", "validation"):
+                np.save(f, np.asarray(history[name]), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    try:  # make the rename itself durable (POSIX); not available everywhere
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _read_checkpoint(path: Path, like):
+    with open(path, "rb") as f:
+        if f.read(len(_MAGIC)) != _MAGIC:
+            raise ValueError(f"train: {str(path)!r} is not an invjax training checkpoint")
+        size = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(size).decode())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"train: checkpoint {str(path)!r} has format {meta.get('format')!r}, expected {_FORMAT}")
+        try:
+            payload = eqx.tree_deserialise_leaves(f, like)
+        except Exception as err:
+            raise ValueError(
+                f"train: checkpoint {str(path)!r} does not match the model and optimizer given "
+                f"({type(err).__name__}: {err}); pass the same model architecture and optimizer, "
+                "or another checkpoint_dir"
+            ) from err
+        history = {name: np.load(f, allow_pickle=False) for name in ("loss", "validation_steps", "validation")}
+    return payload, meta, history
+
+
+def _clean_temporaries(folder: Path):
+    for p in folder.glob(f".{CHECKPOINT_NAME}.tmp-*"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+
+
+def _sharding():
+    devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+    P = jax.sharding.PartitionSpec
+    return len(devices), jax.sharding.NamedSharding(mesh, P("batch")), jax.sharding.NamedSharding(mesh, P())
+
+
+@eqx.filter_jit
+def _step(model, opt_state, batch, key, loss, optimizer, replicated):
+    value, grads = eqx.filter_value_and_grad(loss)(model, batch, key)
+    params = eqx.filter(model, eqx.is_inexact_array)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    model = eqx.apply_updates(model, updates)
+    # keep the parameters replicated (the gradient is already reduced over the batch shards)
+    model, opt_state = eqx.filter_shard((model, opt_state), replicated)
+    return model, opt_state, value
+
+
+def train(
+    model,
+    loss: Callable[[Any, Any, jax.Array], jax.Array],
+    data: Callable[[jax.Array, int], Any],
+    optimizer,
+    steps: int,
+    *,
+    key,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 500,
+    validate: Callable[[Any], float] | None = None,
+    validate_every: int | None = None,
+    progress: bool = True,
+):
+    """Train ``model`` for ``steps`` optimisation steps; resumable (see the module docstring).
+
+    At step ``k`` (``0 <= k < steps``), with ``data_key, loss_key = split(fold_in(key, k))``::
+
+        batch = data(data_key, k)
+        value, grads = value_and_grad(loss)(model, batch, loss_key)
+        model, opt_state = optimizer step
+
+    Args:
+        model: an equinox module; its inexact-array leaves are trained
+            (``eqx.filter(model, eqx.is_inexact_array)``).
+        loss: ``loss(model, batch, key) -> scalar``, jit-compatible (e.g. :func:`denoising_loss`).
+        data: ``data(key, step) -> batch``, a pytree of arrays with the batch along axis 0 (e.g.
+            :func:`invjax.learned.data.patch_data`). It must be a pure function of its arguments
+            for a resumed run to see the same batches. Called outside ``jit``.
+        optimizer: an ``optax.GradientTransformation``.
+        steps: total steps of the run (an int ``>= 0``); a resumed run continues up to it.
+        key: ``jax.random`` key (keyword, required). A resumed run uses the checkpoint's key and
+            warns if ``key`` differs.
+        checkpoint_dir: folder for ``checkpoint.eqx`` (created if missing); ``None``: no
+            checkpoints. A checkpoint there is resumed from.
+        checkpoint_every: steps between checkpoints (default 500); one is also written after the
+            last step.
+        validate: ``validate(model) -> float`` (e.g. :func:`denoising_validation`, a PSNR), run
+            every ``validate_every`` steps and after the last step; shown in the progress bar.
+        validate_every: default ``checkpoint_every``.
+        progress: a tqdm progress bar with the loss and the last validation value, if tqdm is
+            installed (it is optional); otherwise nothing is shown.
+
+    Returns:
+        ``(model, history)``: the trained model and a :class:`History`.
+
+    Raises:
+        ValueError: bad ``steps``/``checkpoint_every``, a batch size that is not a multiple of
+            the device count, or a checkpoint that does not match the model and optimizer.
+
+    Example:
+        >>> net = DnCNN(depth=5, width=16, key=jax.random.PRNGKey(0))
+        >>> data = patch_data(load_images(), size=40, batch=16)
+        >>> net, hist = train(net, denoising_loss(0.1), data, optax.adam(1e-3), 1000,
+        ...                   key=jax.random.PRNGKey(1), checkpoint_dir="runs/dncnn")
+    """
+    for name, value, low in (("steps", steps, 0), ("checkpoint_every", checkpoint_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"train: `{name}` must be an int >= {low}, got {value!r}")
+    if validate_every is None:
+        validate_every = checkpoint_every
+    elif isinstance(validate_every, bool) or not isinstance(validate_every, (int, np.integer)) or validate_every < 1:
+        raise ValueError(f"train: `validate_every` must be an int >= 1 or None, got {validate_every!r}")
+    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
+        raise TypeError(f"train: `optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}")
+    if not callable(loss) or not callable(data):
+        raise TypeError("train: `loss` and `data` must be callables (see the docstring for their signatures)")
+
+    n_dev, batch_sharding, replicated = _sharding()
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    key_raw, typed = _key_data(key)
+    start = 0
+    history = {"loss": np.zeros((0,)), "validation_steps": np.zeros((0,), np.int64), "validation": np.zeros((0,))}
+
+    path = None
+    if checkpoint_dir is not None:
+        folder = Path(checkpoint_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        _clean_temporaries(folder)
+        path = folder / CHECKPOINT_NAME
+        if path.exists():
+            like = (model, opt_state, jnp.asarray(key_raw))
+            (model, opt_state, saved_key), meta, history = _read_checkpoint(path, like)
+            start = int(meta["step"])
+            saved_key = np.asarray(saved_key)
+            if not np.array_equal(saved_key, key_raw):
+                warnings.warn(
+                    f"train: resuming from {str(path)!r} with its own key, which differs from `key`", stacklevel=2
+                )
+            key_raw = saved_key
+            if start > steps:
+                warnings.warn(
+                    f"train: the checkpoint in {str(path)!r} is at step {start}, past `steps`={steps}; "
+                    "returning it as is",
+                    stacklevel=2,
+                )
+    key = jax.random.wrap_key_data(jnp.asarray(key_raw)) if typed else jnp.asarray(key_raw)
+
+    model, opt_state = eqx.filter_shard((model, opt_state), replicated)
+
+    def shard(batch):
+        def put(leaf):
+            leaf = jnp.asarray(leaf)
+            if leaf.ndim == 0 or leaf.shape[0] % n_dev:
+                raise ValueError(
+                    f"train: each batch leaf must have a leading batch axis divisible by the {n_dev} devices, "
+                    f"got shape {leaf.shape}"
+                )
+            return jax.device_put(leaf, batch_sharding)
+
+        return jax.tree.map(put, batch)
+
+    losses = list(history["loss"][:start])
+    val_steps, val_values = list(history["validation_steps"]), list(history["validation"])
+    keep = [i for i, s in enumerate(val_steps) if s <= start]
+    val_steps, val_values = [val_steps[i] for i in keep], [val_values[i] for i in keep]
+
+    def save(step):
+        if path is None:
+            return
+        meta = {"format": _FORMAT, "step": step, "typed_key": typed}
+        hist = {
+            "loss": np.asarray(losses, np.float64),
+            "validation_steps": np.asarray(val_steps, np.int64),
+            "validation": np.asarray(val_values, np.float64),
+        }
+        _write_checkpoint(path, (model, opt_state, jnp.asarray(key_raw)), meta, hist)
+
+    bar = _progress(steps, min(start, steps), progress)
+    try:
+        for step in range(start, steps):
+            data_key, loss_key = jax.random.split(jax.random.fold_in(key, step))
+            batch = shard(data(data_key, step))
+            model, opt_state, value = _step(model, opt_state, batch, loss_key, loss, optimizer, replicated)
+            losses.append(float(value))
+            done = step + 1
+            if validate is not None and (done % validate_every == 0 or done == steps):
+                val_steps.append(done)
+                val_values.append(float(validate(model)))
+            if done % checkpoint_every == 0 or done == steps:
+                save(done)
+            if bar is not None:
+                post = {"loss": f"{losses[-1]:.4g}"}
+                if val_values:
+                    post["val"] = f"{val_values[-1]:.4g}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    history = History(
+        loss=np.asarray(losses, np.float64),
+        validation_steps=np.asarray(val_steps, np.int64),
+        validation=np.asarray(val_values, np.float64),
+    )
+    return model, history
