@@ -82,7 +82,7 @@ def test_fit_weight_image(tik):
     I = ij.operators.Identity((n, n))
     make = lambda w, y: ij.Problem(I, y, fn.TV(boundary="periodic"), w)  # noqa: E731
     solver = ij.solvers.ADMM(max_iters=200, tol=1e-3, adjoint_tol=1e-2)
-    weight, hist = ij.tuning.fit(make, x, y, jnp.full((2, n, n), 0.02), solver, optax.adam(0.1), steps=8, progress=False)
+    weight, hist = ij.tuning.fit(make, x, y, jnp.full((2, n, n), 0.02), solver, optax.adam(0.1), steps=4, progress=False)
     assert weight.shape == (2, n, n) and hist.weight.shape == (len(hist.loss), 2, n, n)
     assert np.all(np.isfinite(hist.loss)) and hist.loss[-1] < hist.loss[0]
     assert float(jnp.std(jnp.log(weight))) > 0  # the pixels moved apart
