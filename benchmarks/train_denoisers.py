@@ -1,0 +1,149 @@
+"""Train the learned denoisers that invjax ships (DnCNN, CRR-NN, WCRR-NN): resumable.
+
+Each run trains one model with :func:`invjax.learned.train` on random patches of a folder of
+grayscale images (the standard set: ``../shared/data/train400``, 400 crops of 180x180; without
+``--data`` the images bundled with scikit-image) and checkpoints to ``--out`` every
+``--checkpoint-every`` steps. Running the same command after a kill resumes from the last
+checkpoint and ends bit-identical to an uninterrupted run (CPU). The last ``--held-out`` images
+of the folder (sorted by name) are never trained on; the validation PSNR is computed on them.
+
+Models:
+
+* ``dncnn``: :class:`invjax.learned.DnCNN` (residual; ``--depth``, ``--width``) with a noise-level
+  input, trained on noise levels uniform in ``[0, --sigma-max]`` (of 255), so one network
+  serves every level up to it;
+* ``crr-nn`` / ``wcrr-nn``: :class:`invjax.learned.ConvexRidge` (convex / weakly convex),
+  trained as the denoiser ``x = prox_{sigma^2 R}(y)`` at one level ``--sigma`` (of 255).
+
+Usage::
+
+    python benchmarks/train_denoisers.py --model dncnn --data ../shared/data/train400 \\
+        --steps 20000 --out runs/dncnn
+    python benchmarks/train_denoisers.py --model crr-nn --data ../shared/data/train400 --out runs/crr-nn
+
+Writes ``<out>/checkpoint.eqx`` (resumable), ``<out>/model.eqx`` (the model alone) and
+``<out>/run.json`` (settings, steps, wall time, machine, learning and validation curves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _machine():
+    import os
+
+    import jax
+
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "devices": [str(d) for d in jax.devices()],
+            "python": platform.python_version(), "jax": jax.__version__}
+
+
+def build(args, key):
+    import jax.numpy as jnp
+
+    import invjax as ij
+
+    if args.model == "dncnn":
+        model = ij.learned.DnCNN(depth=args.depth, width=args.width, noise_level_input=True, key=key)
+        loss = ij.learned.denoising_loss((0.0, args.sigma_max / 255))
+        return model, loss, lambda m, y, s: m(y, s)
+    model = ij.learned.ConvexRidge(key=key, weakly_convex=args.model == "wcrr-nn")
+    sigma = args.sigma / 255
+
+    def loss(m, batch, key):
+        import jax
+
+        noisy = batch + sigma * jax.random.normal(key, batch.shape, batch.dtype)
+        out = jax.vmap(lambda y: m.denoise(y, sigma))(noisy)
+        return jnp.mean((out - batch) ** 2)
+
+    return model, loss, lambda m, y, s: m.denoise(y, s)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=("dncnn", "crr-nn", "wcrr-nn"), required=True)
+    ap.add_argument("--data", type=Path, default=None, help="folder of grayscale images (default: scikit-image's)")
+    ap.add_argument("--out", type=Path, required=True, help="checkpoint folder")
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--patch", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--depth", type=int, default=10)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--sigma", type=float, default=25.0, help="noise level of CRR-NN training (of 255)")
+    ap.add_argument("--sigma-max", type=float, default=50.0, help="DnCNN's largest training noise level (of 255)")
+    ap.add_argument("--held-out", type=int, default=8, help="images kept out of training (the last by name)")
+    ap.add_argument("--checkpoint-every", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.steps < 1 or args.batch < 1 or args.patch < 8 or args.held_out < 1:
+        ap.error("--steps, --batch >= 1, --patch >= 8 and --held-out >= 1 are required")
+
+    import equinox as eqx
+    import jax
+    import optax
+
+    import invjax as ij
+
+    images = ij.learned.load_images(args.data)
+    if len(images) <= args.held_out:
+        ap.error(f"--data holds {len(images)} images, not more than --held-out {args.held_out}")
+    train_images, held = images[: -args.held_out], images[-args.held_out :]
+    key = jax.random.PRNGKey(args.seed)
+    k_model, k_train, k_val = jax.random.split(key, 3)
+    model, loss, denoise = build(args, k_model)
+    # validation at sigma = 25/255 on 128x128 centre crops of the held-out images
+    crops = [im[(im.shape[0] - 128) // 2 :, (im.shape[1] - 128) // 2 :][:128, :128] for im in held]
+    sigma_val = 25 / 255
+    validate = ij.learned.denoising_validation(crops, sigma_val, key=k_val)
+
+    class _Denoiser(eqx.Module):  # model(y, sigma) for the validation helper
+        m: object
+
+        def __call__(self, y, s):
+            return denoise(self.m, y, s)
+
+    schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=0.05)
+    optimizer = optax.adam(schedule)
+    data = ij.learned.patch_data(train_images, args.patch, args.batch)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model, history = ij.learned.train(
+        model, loss, data, optimizer, args.steps, key=k_train, checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every, validate=lambda m: validate(_Denoiser(m)),
+    )
+    wall = time.time() - t0
+    previous = args.out / "run.json"
+    before = json.loads(previous.read_text()).get("wall_s_total", 0.0) if previous.exists() else 0.0
+    eqx.tree_serialise_leaves(args.out / "model.eqx", model)
+    record = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "machine": _machine(), "wall_s_this_call": wall, "wall_s_total": before + wall, "steps": int(len(history.loss)),
+              "train_images": len(train_images), "held_out_images": len(held),
+              "noisy_psnr": validate.noisy_psnr, "validation_sigma": 25,
+              "loss": [float(v) for v in np.asarray(history.loss)[:: max(1, len(history.loss) // 500)]],
+              "validation_steps": [int(s) for s in history.validation_steps],
+              "validation_psnr": [float(v) for v in history.validation]}
+    (args.out / "run.json").write_text(json.dumps(record, indent=1))
+    print(f"{args.model}: {record['steps']} steps, {wall:.0f} s this call; held-out PSNR at sigma 25: "
+          f"{record['validation_psnr'][-1] if record['validation_psnr'] else float('nan'):.2f} dB "
+          f"(noisy {validate.noisy_psnr:.2f} dB); wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
