@@ -11,10 +11,11 @@ import pytest
 
 
 @contextlib.contextmanager
-def x64_enabled():
-    """Enable float64 in JAX for the duration of the block, then restore the old setting."""
+def x64_enabled(enabled: bool = True):
+    """Enable (``enabled=False``: disable) float64 in JAX for the duration of the block, then
+    restore the old setting."""
     old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_x64", enabled)
     try:
         yield
     finally:

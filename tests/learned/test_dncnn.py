@@ -83,6 +83,7 @@ def test_conv_operator_norm_against_svd_of_the_symbol(rng):
         assert 0.99 * exact <= est <= exact * (1 + 1e-5), (shape, est, exact)
 
 
+@pytest.mark.slow  # a few seconds of compilation; kept out of the 10-minute default run
 def test_spectral_normalised_convs_have_operator_norm_at_most_one():
     net = DnCNN(depth=2, width=8, noise_level_input=True, spectral_norm=True, key=jax.random.PRNGKey(2))
     hw = (20, 20)

@@ -189,6 +189,7 @@ def test_unrolled_derivative_matches_central_differences_and_implicit_raises(x64
             jax.grad(loss_implicit)(w)
 
 
+@pytest.mark.slow  # a few seconds of compilation; kept out of the 10-minute default run
 def test_gradient_reaches_the_network_parameters_and_vmap_over_data():
     A, y = _data(np.float32)
     net = DnCNN(depth=2, width=4, noise_level_input=True, key=jax.random.PRNGKey(1))

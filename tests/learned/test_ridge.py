@@ -1,7 +1,6 @@
 """ConvexRidge (CRR-NN / WCRR-NN) against independent oracles: numpy convolutions, dense
 matrices and their eigenvalues, central differences, scipy minimisers, the invjax solvers."""
 
-import contextlib
 import functools
 
 import equinox as eqx
@@ -17,20 +16,15 @@ import scipy.signal
 import invjax as ij
 from invjax.learned.ridge import ConvexRidge
 from invjax.learned.spline import LinearSpline
+from tests.conftest import x64_enabled
 
 SMALL = dict(channels=(1, 3, 6), kernel_size=3, knots=11)  # composed filters 5 x 5
 # Few distinct (architecture, shape, dtype) combinations: each costs a compilation.
 N = 8
 
 
-@contextlib.contextmanager
 def _x64_off():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", False)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
+    return x64_enabled(False)
 
 
 @functools.lru_cache(maxsize=None)

@@ -108,6 +108,7 @@ def camera_split():
     return cam[:, :384], cam[192:320, 384:]  # train on the left, hold out a 128x128 on the right
 
 
+@pytest.mark.slow  # a few seconds of compilation; kept out of the 10-minute default run
 def test_tiny_dncnn_learns_to_denoise_camera(camera_split):
     train_img, held = camera_split
     sigma = 0.1
