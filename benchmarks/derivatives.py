@@ -329,6 +329,12 @@ def accuracy(quick, tols=(1e-4, 1e-5, 1e-6, 1e-8)):
     return {"reference_grad_weight": ref, "rows": rows}
 
 
+def _table(header, rows):
+    """A markdown table (after a blank line) from a header and rows of cells."""
+    return ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def markdown(out):
     lines = ["| problem | solver | dtype | tol | its | solve | grad (weight) | ratio | jvp (data) | ratio | "
              "unrolled grad | rel. err. weight | rel. err. data |", "|" + "---|" * 13] if out["rows"] else []
@@ -347,29 +353,22 @@ def markdown(out):
             f"{r['grad_weight_unrolled']['warm']['median_s'] * 1e3:.0f} ms ({r['grad_weight_unrolled']['over_solve']:.1f}x) | "
             f"{ew} | {ed} |")
     if out.get("defaults"):
-        lines += ["", "| problem | solver | default max_iters | tol | iterations | converged | PSNR | warm solve |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in out["defaults"]:
-            lines.append(f"| {r['problem']} | {r['solver']} | {r['max_iters']} | {r['tol']:g} | {r['iterations']} | "
-                         f"{r['converged']} | {r['psnr']:.2f} | {r['warm']['median_s'] * 1e3:.0f} ms |")
+        lines += _table(["problem", "solver", "default max_iters", "tol", "iterations", "converged", "PSNR", "warm solve"],
+                        [[r["problem"], r["solver"], r["max_iters"], f"{r['tol']:g}", r["iterations"], r["converged"],
+                          f"{r['psnr']:.2f}", f"{r['warm']['median_s'] * 1e3:.0f} ms"] for r in out["defaults"]])
     if out.get("memory"):
-        lines += ["", "| problem | solver | diff | temp MiB @100 | @400 | @1600 |", "|---|---|---|---|---|---|"]
-        for key, rows in out["memory"].items():
-            for diff in ("implicit", "unroll"):
-                vals = [r["temp_mib"] for r in rows if r["diff"] == diff]
-                lines.append(f"| {key.replace('/', ' | ')} | {diff} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+        lines += _table(["problem", "solver", "diff", "temp MiB @100", "@400", "@1600"],
+                        [[*key.split("/"), diff, *(f"{r['temp_mib']:.1f}" for r in rows if r["diff"] == diff)]
+                         for key, rows in out["memory"].items() for diff in ("implicit", "unroll")])
     if out.get("accuracy"):
-        lines += ["", "| deblur ADMM | tol | iterations | grad (weight) | rel. err. | rel. err. of dx/dweight | cancellation |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in out["accuracy"]["rows"]:
-            lines.append(f"| {r['dtype']} | {r['tol']:g} | {r['iterations']} | {r['grad_weight']:.5g} | "
-                         f"{r['rel_err_grad']:.1e} | {r['rel_err_dx']:.1e} | {r['cancellation']:.0f} |")
+        lines += _table(["deblur ADMM", "tol", "iterations", "grad (weight)", "rel. err.", "rel. err. of dx/dweight",
+                         "cancellation"],
+                        [[r["dtype"], f"{r['tol']:g}", r["iterations"], f"{r['grad_weight']:.5g}", f"{r['rel_err_grad']:.1e}",
+                          f"{r['rel_err_dx']:.1e}", f"{r['cancellation']:.0f}"] for r in out["accuracy"]["rows"]])
     if out.get("batch"):
-        lines += ["", "| solver | batch | per image / mean single solve | per image / single at the most iterations |",
-                  "|---|---|---|---|"]
-        for r in out["batch"]:
-            lines.append(f"| {r['solver']} | {r['batch']} | {r['per_image_vs_mean_single']:.2f} | "
-                         f"{r['per_image_vs_single_at_most_iterations']:.2f} |")
+        lines += _table(["solver", "batch", "per image / mean single solve", "per image / single at the most iterations"],
+                        [[r["solver"], r["batch"], f"{r['per_image_vs_mean_single']:.2f}",
+                          f"{r['per_image_vs_single_at_most_iterations']:.2f}"] for r in out["batch"]])
     return "\n".join(lines)
 
 

@@ -113,8 +113,8 @@ def test_float32_jit_vmap_and_dtype_under_x64(solver, reg, kind):
 def _tight(solver):
     # central differences need the loss to ~1e-12: PDHG's iterate lags its residual by ~10x,
     # ADMM with a box reaches such tolerances only while its penalty keeps adapting
-    # check_every=1: one copy of the step in the program, which compiles ~15 % faster (the
-    # float32 test keeps the default); not for ADMM, whose penalty adapts at every check
+    # check_every=1: one copy of the step in the program, which compiles ~15 % faster; not for
+    # ADMM, whose penalty adapts at every check
     extra = {"ADMM": dict(adapt_iters=10**6)}.get(solver, dict(check_every=1))
     return SOLVERS[solver](tol=1e-13 if solver == "PDHG" else 1e-12, **extra)
 
