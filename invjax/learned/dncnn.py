@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import concrete_or_none, default_float
+from ._denoise import batched
 
 __all__ = ["DnCNN", "conv_operator_norm"]
 
@@ -326,8 +327,27 @@ class DnCNN(eqx.Module):
         return out[0] if squeeze else out
 
     def denoise(self, y, sigma=None) -> jax.Array:
-        """Same as calling the network: ``y - N(y)``, at noise level ``sigma``."""
-        return self(y, sigma)
+        """``y - N(y)`` at noise level ``sigma`` for one image or a batch (the library's denoiser
+        contract; calling the network takes one image, with a scalar or map ``sigma``).
+
+        Shapes: grayscale networks take ``(H, W)`` or a batch ``(B, H, W)``; ``C``-channel ones
+        ``(C, H, W)`` or ``(B, C, H, W)``. ``sigma``: the noise standard deviation on the scale of
+        ``y``, a scalar ``> 0`` or one per image ``(B,)``; required with a noise-level input,
+        ignored (but still checked when given) by a blind network. Returns the shape and dtype of
+        ``y``.
+
+        Raises:
+            ValueError: ``y`` of another rank or channel count; a concrete ``sigma <= 0``,
+                non-finite or of the wrong shape.
+            TypeError: ``sigma`` missing for a network with a noise-level input.
+        """
+        ndim = 2 if self.channels == 1 else 3
+        if self.channels > 1 and jnp.ndim(y) in (3, 4) and jnp.shape(y)[-3] != self.channels:
+            raise ValueError(
+                f"DnCNN.denoise: `y` must have {self.channels} channels, shape ({self.channels}, H, W) or "
+                f"(B, {self.channels}, H, W), got shape {jnp.shape(y)}"
+            )
+        return batched(self, y, sigma, image_ndim=ndim, who="DnCNN.denoise", sigma_required=self.noise_level_input)
 
 
 @eqx.filter_jit  # one compiled program per call outside jit (op by op, the spectral norm is slow)

@@ -1,8 +1,10 @@
 r"""Learned (weakly) convex ridge regularizers: CRR-NN and WCRR-NN.
 
-.. math:: R(x) = \sum_{i=1}^{C} \sum_{p} \psi_i\big((W_i x)_p\big),
+.. math:: R(x) = \lambda \sum_{i=1}^{C} \sum_{p} \psi_i\big((W_i x)_p\big),
 
-with ``W = (W_1, ..., W_C)`` a learned multi-convolution and ``psi_i`` learned 1-D potentials
+with ``lambda > 0`` a learned strength (stored as its logarithm, as in the papers, where it is
+learned beside the filters: the filters keep ``||W||`` near 1 and the spline's knot grid fits
+``W x``, while ``lambda`` sets the strength), ``W = (W_1, ..., W_C)`` a learned multi-convolution and ``psi_i`` learned 1-D potentials
 whose derivatives ``sigma_i = psi_i'`` are linear splines with bounded slopes
 (:class:`~invjax.learned.spline.LinearSpline`):
 
@@ -12,7 +14,7 @@ whose derivatives ``sigma_i = psi_i'`` are linear splines with bounded slopes
 * **WCRR-NN** (Goujon, Neumayer & Unser, "Learning weakly convex regularizers for convergent
   image-reconstruction algorithms", SIAM J. Imaging Sci. 17, 2024): slopes in ``[-1, 1]``, so
   every ``psi_i`` is 1-weakly convex and ``R + (rho / 2) ||.||^2`` is convex for
-  ``rho = ||W^T B W|| <= ||W||^2``, ``B = diag(max(0, -min slope of psi_i))``. Here the
+  ``rho = lambda ||W^T B W|| <= lambda ||W||^2``, ``B = diag(max(0, -min slope of psi_i))``. Here the
   potentials are also kept non-decreasing in ``|t|`` (``t sigma_i(t) >= 0``, see
   :mod:`~invjax.learned.spline`): a negative slope can bend ``psi_i`` down towards 0 but never
   below it, so ``R >= 0`` and a problem ``1/2 ||A x - y||^2 + lambda R`` stays bounded below
@@ -21,12 +23,12 @@ whose derivatives ``sigma_i = psi_i'`` are linear splines with bounded slopes
 In both, ``psi_i >= psi_i(0) = 0`` and the filters have zero mean, so ``R >= 0 = R(c 1)`` for
 constant images.
 
-The gradient is the one-hidden-layer network ``grad R(x) = W^T sigma(W x)``, Lipschitz with
+The gradient is the one-hidden-layer network ``grad R(x) = lambda W^T sigma(W x)``, Lipschitz with
 
-.. math:: L = \sup_\omega \sum_i a_i |\hat w_i(\omega)|^2 \le \|W\|^2 \max_i a_i ,
+.. math:: L = \lambda \sup_\omega \sum_i a_i |\hat w_i(\omega)|^2 \le \lambda \|W\|^2 \max_i a_i ,
           \qquad a_i = \max_t |\sigma_i'(t)| ,
 
-because ``-W^T A W <= Hess R = W^T diag(sigma'(W x)) W <= W^T A W`` (almost everywhere;
+because ``-W^T A W <= Hess R / lambda = W^T diag(sigma'(W x)) W <= W^T A W`` (almost everywhere;
 ``A = diag(a_i)``) and ``W^T A W`` is the circulant operator with symbol
 ``sum_i a_i |w_i^|^2``. WCRR-NN is smooth but not convex: ``1/2 ||A x - y||^2 + lambda R`` is
 convex when ``lambda rho <= lambda_min(A^T A)``; otherwise gradient-based solvers (FISTA) reach a
@@ -85,6 +87,7 @@ from ..functionals.base import Functional
 from ..functionals._validate import as_input, check_step
 from ..operators.base import concrete_or_none
 from ..solvers._common import pcg
+from ._denoise import batched
 from .spline import LinearSpline
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -95,8 +98,8 @@ class ConvexRidge(Functional):
     r"""Learned convex ridge regularizer (CRR-NN) or, with ``weakly_convex=True``, its weakly
     convex variant (WCRR-NN); see the module docstring for the mathematics.
 
-    .. math:: R(x) = \sum_i \sum_p \psi_i((W_i x)_p), \qquad
-              \nabla R(x) = W^T \sigma(W x), \qquad
+    .. math:: R(x) = \lambda \sum_i \sum_p \psi_i((W_i x)_p), \qquad
+              \nabla R(x) = \lambda W^T \sigma(W x), \qquad
               \operatorname{prox}_{s R}(v) = \arg\min_x s R(x) + \tfrac12 \|x - v\|^2 .
 
     A ``Functional`` (``smooth = True``, ``differentiable = True``): it goes wherever ``TV()``
@@ -116,11 +119,15 @@ class ConvexRidge(Functional):
         prox_tol: relative residual of the prox's inner solve and of its derivative's CG solve
             (``None``: 1e-5 for float32 inputs, 1e-10 for float64).
         prox_max_iters: iteration limit of each of those solves (default 1000).
+        strength: the initial ``lambda > 0`` (default 1); learned as ``log_strength``.
+        noise_calibration: ``None`` or pairs ``((sigma_1, c_1), ...)`` with increasing
+            ``sigma_k > 0`` and ``c_k > 0``: the factors of :meth:`denoise`'s step.
 
     Initialisation: normally distributed filters, the first layer made zero-mean, scaled so
     that ``||W|| = 1`` (as in the papers); every slope 1, i.e. ``psi_i(t) = t^2 / 2`` and
-    ``R(x) = ||W x||^2 / 2`` until trained. The parameters (``kernels``, a tuple of float32
-    arrays of shapes ``(channels[l+1], channels[l], k, k)``, and ``spline.raw_slopes``) are
+    ``R(x) = lambda ||W x||^2 / 2`` until trained. The parameters (``kernels``, a tuple of float32
+    arrays of shapes ``(channels[l+1], channels[l], k, k)``, ``spline.raw_slopes`` and the scalar
+    ``log_strength``) are
     the module's array leaves: train them with ``eqx.filter_grad`` and optax; the constraints
     (zero mean, slope bounds) are parametrisations, so every update stays valid.
 
@@ -145,11 +152,13 @@ class ConvexRidge(Functional):
 
     kernels: tuple[jax.Array, ...]
     spline: LinearSpline
+    log_strength: jax.Array
     channels: tuple[int, ...] = eqx.field(static=True)
     kernel_size: int = eqx.field(static=True)
     weakly_convex: bool = eqx.field(static=True)
     prox_tol: float | None = eqx.field(static=True)
     prox_max_iters: int = eqx.field(static=True)
+    noise_calibration: tuple[tuple[float, float], ...] | None = eqx.field(static=True)
 
     smooth: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
@@ -165,6 +174,8 @@ class ConvexRidge(Functional):
         weakly_convex: bool = False,
         prox_tol: float | None = None,
         prox_max_iters: int = 1000,
+        strength: float = 1.0,
+        noise_calibration=None,
     ):
         channels = tuple(channels) if isinstance(channels, (tuple, list)) else channels
         _check_config(channels, kernel_size, knots, spline_range, weakly_convex, prox_tol, prox_max_iters)
@@ -177,6 +188,11 @@ class ConvexRidge(Functional):
         lower = -1.0 if weakly_convex else 0.0
         self.spline = LinearSpline(self.channels[-1], knots=knots, spline_range=spline_range, lower=lower, upper=1.0)
         self.kernels = _initial_kernels(key, self.channels, self.kernel_size)
+        known = concrete_or_none(jnp.asarray(strength))
+        if known is None or np.ndim(known) != 0 or not np.isfinite(known) or known <= 0:
+            raise ValueError(f"ConvexRidge: `strength` must be a finite scalar > 0, got {strength!r}")
+        self.log_strength = jnp.asarray(math.log(float(known)), jnp.float32)
+        self.noise_calibration = _check_calibration(noise_calibration)
 
     def __check_init__(self):
         _check_config(
@@ -188,6 +204,8 @@ class ConvexRidge(Functional):
         got = [tuple(getattr(kern, "shape", ())) for kern in self.kernels]
         if got != want:
             raise ValueError(f"ConvexRidge: `kernels` must have shapes {want}, got {got}")
+        if jnp.shape(self.log_strength) != ():
+            raise ValueError(f"ConvexRidge: `log_strength` must be a scalar, got shape {jnp.shape(self.log_strength)}")
         if self.spline.channels != self.channels[-1]:
             raise ValueError(
                 f"ConvexRidge: the spline must have channels[-1] = {self.channels[-1]} channels, "
@@ -199,6 +217,11 @@ class ConvexRidge(Functional):
                 f"ConvexRidge: the spline's slope bounds must be ({lower}, 1.0) for "
                 f"weakly_convex={self.weakly_convex}, got ({self.spline.lower}, {self.spline.upper})"
             )
+
+    @property
+    def strength(self) -> jax.Array:
+        """``lambda = exp(log_strength)``, the learned strength multiplying the ridge sum."""
+        return jnp.exp(self.log_strength)
 
     # ---- the multi-convolution ------------------------------------------------------------------
     @property
@@ -236,7 +259,7 @@ class ConvexRidge(Functional):
     @property
     def lipschitz(self) -> jax.Array:
         r"""Upper bound of the Lipschitz constant of ``grad R`` valid for every image size:
-        ``sup_omega sum_i a_i |w_i^(omega)|^2 <= ||W||^2 max_i a_i`` with ``a_i = max |sigma_i'|``
+        ``lambda sup_omega sum_i a_i |w_i^(omega)|^2 <= lambda ||W||^2 max_i a_i`` with ``a_i = max |sigma_i'|``
         (a Bernstein-corrected grid maximum, at most 2 % above the supremum over all
         frequencies; module docstring). A real scalar in the parameters' precision."""
         return _jit_bounds(self, None, self.kernels[0].dtype)[1]
@@ -244,7 +267,7 @@ class ConvexRidge(Functional):
     @property
     def weak_convexity(self) -> jax.Array:
         r"""Upper bound of ``rho``, the modulus of weak convexity (``R + rho ||.||^2 / 2`` is
-        convex) valid for every image size: ``sup_omega sum_i b_i |w_i^(omega)|^2`` with ``b_i =
+        convex) valid for every image size: ``lambda sup_omega sum_i b_i |w_i^(omega)|^2`` with ``b_i =
         max(0, -min sigma_i')``; 0 for CRR-NN."""
         return _jit_bounds(self, None, self.kernels[0].dtype)[2]
 
@@ -263,7 +286,7 @@ class ConvexRidge(Functional):
         return _jit_value(self, x)
 
     def grad(self, x: jax.Array) -> jax.Array:
-        r"""``grad R(x) = W^T sigma(W x)``, shape and dtype of ``x``."""
+        r"""``grad R(x) = lambda W^T sigma(W x)``, shape and dtype of ``x``."""
         x = self._image(x, "ConvexRidge.grad")
         return _jit_grad(self, x)
 
@@ -298,12 +321,51 @@ class ConvexRidge(Functional):
     # ---- conveniences -------------------------------------------------------------------------
     def denoise(self, y: jax.Array, sigma) -> jax.Array:
         r"""MAP denoising under white Gaussian noise of standard deviation ``sigma`` with the
-        prior ``exp(-R)``: ``argmin_x ||x - y||^2 / (2 sigma^2) + R(x) = prox_{sigma^2 R}(y)``."""
+        prior ``exp(-R)``: ``argmin_x ||x - y||^2 / (2 sigma^2) + c(sigma) R(x) = prox_{c(sigma)
+        sigma^2 R}(y)``, to the prox's tolerance (:meth:`prox`).
+
+        ``c(sigma)`` is 1 unless the model carries a ``noise_calibration`` (the shipped models do:
+        factors fitted on training images at a few noise levels, interpolated linearly in
+        ``log sigma`` and held constant beyond the ends), since a regulariser trained at one noise
+        level is not exactly a log-prior at the others.
+
+        Shapes: ``y`` is one image ``(H, W)`` or a batch ``(B, H, W)`` (real, e.g. in ``[0, 1]``);
+        ``sigma`` a scalar ``> 0`` or one per image ``(B,)``, on the scale of ``y``. Returns the
+        shape and dtype of ``y``. Works under ``jit``, ``vmap`` and ``grad``.
+
+        Raises:
+            ValueError: ``y`` not 2-D or 3-D; a concrete ``sigma <= 0`` or non-finite, or of the
+                wrong shape; for WCRR-NN a noise level whose prox is undefined.
+        """
+        return batched(self._denoise_one, y, sigma, image_ndim=2, who="ConvexRidge.denoise")
+
+    def _denoise_one(self, y, sigma):
+        s = sigma.astype(y.dtype) if jnp.issubdtype(y.dtype, jnp.floating) else sigma
+        return self.prox(y, s**2 * self.calibration_factor(s))
+
+    def calibration_factor(self, sigma) -> jax.Array:
+        """``c(sigma)`` of :meth:`denoise` (1 without a ``noise_calibration``)."""
         sigma = jnp.asarray(sigma)
-        known = concrete_or_none(sigma)
-        if known is not None and (known.ndim != 0 or not np.isfinite(known) or known < 0):
-            raise ValueError(f"ConvexRidge.denoise: `sigma` must be a finite scalar >= 0, got {known!r}")
-        return self.prox(y, sigma**2)
+        dtype = sigma.dtype if jnp.issubdtype(sigma.dtype, jnp.floating) else jnp.float32
+        if self.noise_calibration is None:
+            return jnp.ones((), dtype)
+        levels, factors = (np.asarray(v, np.float64) for v in zip(*self.noise_calibration))
+        t = jnp.log(jnp.maximum(sigma.astype(dtype), np.finfo(np.float32).tiny))
+        return jnp.interp(t, jnp.asarray(np.log(levels), dtype), jnp.asarray(factors, dtype))
+
+    def denoise_unrolled(self, y: jax.Array, sigma, steps: int) -> jax.Array:
+        r"""The ``t``-step denoiser the CRR-NN paper trains with: ``steps`` iterations of
+        Nesterov's accelerated gradient on ``||x - y||^2 / 2 + sigma^2 R(x)`` from ``x_0 = y``
+        (step ``1 / (1 + sigma^2 L)``, ``L`` = :attr:`lipschitz`; momentum for the strong
+        convexity ``1 - sigma^2 rho``), differentiated through the iterations (``lax.scan``,
+        memory linear in ``steps``). As ``steps`` grows it tends to :meth:`denoise`; training
+        with a few tens of steps costs a fixed, small number of gradients per image, where
+        :meth:`denoise` runs to convergence. Shapes as :meth:`denoise`: one ``(H, W)`` image."""
+        y = self._image(y, "ConvexRidge.denoise_unrolled", "y")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"ConvexRidge.denoise_unrolled: `steps` must be an int >= 1, got {steps!r}")
+        s = jnp.asarray(sigma, y.dtype) ** 2
+        return _unrolled(self, y, s, int(steps))
 
     def project(self) -> "ConvexRidge":
         """The same regulariser with its raw spline slopes clipped into their bounds (a
@@ -446,14 +508,19 @@ def _jit_conv_adjoint(model, z):
 
 @eqx.filter_jit
 def _jit_value(model, x):
-    return jnp.sum(model.spline.potential(_apply(_symbols(_compose(model.kernels, x.dtype), x.shape), x)))
+    ridge = jnp.sum(model.spline.potential(_apply(_symbols(_compose(model.kernels, x.dtype), x.shape), x)))
+    return _strength(model, x.dtype) * ridge
+
+
+def _strength(model, dtype):
+    return jnp.exp(model.log_strength.astype(dtype))
 
 
 def _grad_with(model, symbols, x, tables=None):
-    """``W^T sigma(W x)`` with the filters' DFT ``symbols`` (and the spline's tables, if known)."""
+    """``lambda W^T sigma(W x)`` with the filters' DFT ``symbols`` (and the spline's tables, if known)."""
     z = _apply(symbols, x)
     sigma = model.spline._sigma(z.reshape(z.shape[0], -1), tables).reshape(z.shape)
-    return _adjoint(symbols, sigma)
+    return _strength(model, x.dtype) * _adjoint(symbols, sigma)
 
 
 @eqx.filter_jit
@@ -463,13 +530,20 @@ def _jit_grad(model, x):
 
 @eqx.filter_jit
 def _jit_bounds(model, shape, dtype):
+    return _bounds(model, shape, dtype)
+
+
+def _bounds(model, shape, dtype):
     """``sup_omega sum_i c_i |w_i^(omega)|^2`` for ``c_i = 1`` (``||W||^2``), ``c_i = max
     |sigma_i'|`` (the Lipschitz constant) and ``c_i = max(0, -min sigma_i')`` (``rho``): exact on
-    the ``shape`` grid, or bounds for every size (``shape=None``); a tuple of three scalars."""
+    the ``shape`` grid, or bounds for every size (``shape=None``); the last two times ``lambda``;
+    a tuple of three scalars."""
     lo, hi = model.spline.slope_range(dtype)
     weights = jnp.stack([jnp.ones_like(lo), jnp.maximum(jnp.abs(lo), jnp.abs(hi)), jnp.maximum(-lo, 0)])
     g = _compose(model.kernels, dtype)
-    return tuple(jax.vmap(lambda w: _sup(g, w, shape))(weights))
+    norm2, lip, rho = jax.vmap(lambda w: _sup(g, w, shape))(weights)
+    lam = _strength(model, dtype)
+    return norm2, lam * lip, lam * rho
 
 
 def _prox_residual(model, v, s, x):
@@ -502,6 +576,23 @@ def _prox_iterate(model, v, s, lip, rho):
 
     start = (jnp.zeros((), jnp.int32), v, v, jnp.asarray(jnp.inf, target.dtype))
     return jax.lax.while_loop(cond, body, start)[1]
+
+
+@eqx.filter_jit
+def _unrolled(model, y, s, steps):
+    _, lip, rho = _bounds(model, y.shape, y.dtype)
+    lip, rho = jax.lax.stop_gradient((lip, rho))
+    g = _symbols(_compose(model.kernels, y.dtype), y.shape)
+    smooth = 1 + s * lip
+    root = jnp.sqrt(jnp.maximum(1 - s * rho, jnp.finfo(y.dtype).eps) / smooth)
+    momentum = (1 - root) / (1 + root)
+
+    def body(c, _):
+        x, x_old = c
+        z = x + momentum * (x - x_old)
+        return (z - (z - y + s * _grad_with(model, g, z)) / smooth, x), None
+
+    return jax.lax.scan(body, (y, y), None, length=steps)[0][0]
 
 
 @jax.custom_jvp
@@ -563,6 +654,24 @@ def _check_config(channels, kernel_size, knots, spline_range, weakly_convex, pro
         raise ValueError(f"{who}: `prox_tol` must be None or a number in (0, 1), got {prox_tol!r}")
     if not _is_int(prox_max_iters) or prox_max_iters < 1:
         raise ValueError(f"{who}: `prox_max_iters` must be an int >= 1, got {prox_max_iters!r}")
+
+
+def _check_calibration(table):
+    if table is None:
+        return None
+    try:
+        pairs = tuple((float(a), float(b)) for a, b in table)
+    except (TypeError, ValueError):
+        raise ValueError(f"ConvexRidge: `noise_calibration` must be None or pairs (sigma, factor), got {table!r}") from None
+    levels = [a for a, _ in pairs]
+    if not pairs or any(not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0) for a, b in pairs) or any(
+        b <= a for a, b in zip(levels, levels[1:])
+    ):
+        raise ValueError(
+            "ConvexRidge: `noise_calibration` must be pairs (sigma, factor) with finite sigma > 0 increasing and "
+            f"factor > 0, got {table!r}"
+        )
+    return pairs
 
 
 def _check_key(key):

@@ -328,11 +328,16 @@ def test_prox_derivatives_match_central_differences(x64):
     shift = lambda c: eqx.tree_at(lambda t: t.kernels[1], m, m.kernels[1] + c * dk)  # noqa: E731
     fd_k = (float(loss(shift(h), v, step)) - float(loss(shift(-h), v, step))) / (2 * h)
     np.testing.assert_allclose(np.vdot(g_model.kernels[1], dk), fd_k, rtol=1e-6)
+    strength = lambda c: eqx.tree_at(lambda t: t.log_strength, m, m.log_strength + c)  # noqa: E731
+    fd_l = (float(loss(strength(h), v, step)) - float(loss(strength(-h), v, step))) / (2 * h)
+    np.testing.assert_allclose(float(g_model.log_strength), fd_l, rtol=1e-6)
     # a (huge) optax step with these gradients leaves valid parameters: the constraints are
     # parametrisations
     opt = optax.sgd(1e4)
     updates, _ = opt.update(g_model, opt.init(eqx.filter(m, eqx.is_array)))
     trained = eqx.apply_updates(m, updates)
+    # the strength is unconstrained (any lambda > 0 is valid): keep it, so that the prox below exists
+    trained = eqx.tree_at(lambda t: t.log_strength, trained, m.log_strength)
     assert np.abs(np.asarray(trained.spline.raw_slopes) - np.asarray(m.spline.raw_slopes)).max() > 1
     slopes = np.asarray(trained.spline.slopes())
     assert slopes.min() >= -1 and slopes.max() <= 1
@@ -518,8 +523,17 @@ def test_bad_inputs_raise_clear_errors():
         m.grad(np.zeros((8, 8), np.complex64))
     with pytest.raises(ValueError, match="`z` must have shape"):
         m.conv_adjoint(np.zeros((5, 8, 8), np.float32))
-    with pytest.raises(ValueError, match="`sigma` must be a finite scalar >= 0"):
-        m.denoise(np.zeros((8, 8), np.float32), -0.1)
+    for bad in (-0.1, 0.0, np.inf):
+        with pytest.raises(ValueError, match=r"ConvexRidge.denoise: `sigma` must be finite and > 0"):
+            m.denoise(np.zeros((8, 8), np.float32), bad)
+    with pytest.raises(ValueError, match=r"`sigma` must be a scalar or shape \(2,\) \(one per image\), got shape \(3,\)"):
+        m.denoise(np.zeros((2, 8, 8), np.float32), np.ones(3))
+    with pytest.raises(ValueError, match=r"`y` must be one image \(H, W\) or a batch \(B, H, W\), got shape \(1, 2, 8, 8\)"):
+        m.denoise(np.zeros((1, 2, 8, 8), np.float32), 0.1)
+    with pytest.raises(ValueError, match="`strength` must be a finite scalar > 0"):
+        ConvexRidge(key=jax.random.key(0), strength=0.0)
+    with pytest.raises(ValueError, match="`noise_calibration` must be pairs"):
+        ConvexRidge(key=jax.random.key(0), noise_calibration=((0.1, 1.0), (0.05, 1.0)))
     with pytest.raises(ValueError, match=r"`shape` must be \(H, W\)"):
         m.operator_norm((8,))
 
