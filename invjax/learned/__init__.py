@@ -10,11 +10,14 @@
 * :func:`train`: a jitted optax loop, data-parallel over local devices, with atomic, resumable
   checkpoints; :func:`denoising_loss`, :func:`denoising_validation`;
 * data without downloads: :func:`load_images` (a folder, or images bundled with scikit-image),
-  :func:`split`, :func:`patches`, :func:`patch_data`.
+  :func:`split`, :func:`patches`, :func:`patch_data`;
+* models: :func:`save`, :func:`load`, and the shipped ones: :func:`available`,
+  :func:`pretrained`, :func:`metadata`.
 """
 
 from .data import BUNDLED, load_images, patch_data, patches, split, stack
 from .dncnn import DnCNN, conv_operator_norm
+from .pretrained import available, load, metadata, pretrained, save
 from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
 from .ridge import ConvexRidge
 from .spline import LinearSpline
@@ -31,14 +34,19 @@ __all__ = [
     "LinearSpline",
     "PnP",
     "admm_contraction",
+    "available",
     "conv_operator_norm",
     "denoising_loss",
     "denoising_validation",
     "fbs_contraction",
     "hqs_contraction",
+    "load",
     "load_images",
+    "metadata",
     "patch_data",
     "patches",
+    "pretrained",
+    "save",
     "split",
     "stack",
     "train",
