@@ -35,28 +35,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _machine():
-    import os
-
-    import jax
-
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "devices": [str(d) for d in jax.devices()],
-            "python": platform.python_version(), "jax": jax.__version__}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (benchmarks/_common.py: machine description)
 
 
 def build(args, key):
@@ -150,7 +136,7 @@ def main(argv=None):
     before = json.loads(previous.read_text()).get("wall_s_total", 0.0) if previous.exists() else 0.0
     eqx.tree_serialise_leaves(args.out / "model.eqx", model)
     record = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "machine": _machine(), "wall_s_this_call": wall, "wall_s_total": before + wall, "steps": int(len(history.loss)),
+              "machine": _common.machine(), "jax": jax.__version__, "wall_s_this_call": wall, "wall_s_total": before + wall, "steps": int(len(history.loss)),
               "train_images": len(train_images), "held_out_images": len(held),
               "noisy_psnr": validate.noisy_psnr, "validation_sigma": 25,
               "loss": [float(v) for v in np.asarray(history.loss)[:: max(1, len(history.loss) // 500)]],

@@ -76,11 +76,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402  (benchmarks/_common.py: machine description, peer venvs)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 CACHE = HERE / ".cache" / "tv_deconvolution"
-VENVS = HERE / ".venvs"
 PEERS = HERE / "peers"
 
 N = 256
@@ -196,19 +198,7 @@ def _distributions():
     return {d.metadata["Name"]: d.version for d in metadata.distributions()}
 
 
-def _machine():
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as fh:
-            info["mem_total_gib"] = round(int(fh.readline().split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return info
+_machine = _common.machine
 
 
 def _invjax_fingerprint():
@@ -587,32 +577,10 @@ def run_worker(name, payload, env_extra=None, timeout=1800):
 
 def ensure_venv(name):
     """The python of ``benchmarks/.venvs/<name>``, created and installed on first use."""
-    spec = VENV_SPECS[name]
-    venv = VENVS / name
-    py = venv / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", spec["check"]], capture_output=True).returncode == 0:
-        return py
-    _log(f"creating {venv} (once; this takes minutes)")
-    log = VENVS / f"{name}-install.log"
-    VENVS.mkdir(parents=True, exist_ok=True)
-    base = getattr(sys, "_base_executable", sys.executable)
-    with open(log, "w") as fh:
-        subprocess.run([base, "-m", "venv", str(venv)], check=True, stdout=fh, stderr=subprocess.STDOUT)
-        subprocess.run([str(py), "-m", "pip", "install", "--upgrade", "pip"], check=True, stdout=fh,
-                       stderr=subprocess.STDOUT)
-        for step in spec["install"]:
-            subprocess.run([str(py), "-m", "pip", "install", *step], check=True, stdout=fh, stderr=subprocess.STDOUT)
-    check = subprocess.run([str(py), "-c", spec["check"]], capture_output=True, text=True)
-    if check.returncode != 0:
-        raise RuntimeError(f"venv {name} does not import: {check.stderr[-2000:]} (see {log})")
-    return py
+    return _common.ensure_venv(name, VENV_SPECS[name])
 
 
-def peer_env():
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "XLA_FLAGS")}
-    env["JAX_PLATFORMS"] = "cpu"
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
+peer_env = _common.peer_env
 
 
 def run_peer(py, script, data_path, tag, stage, iters, extra, repeats=3, trace_iters=0, timeout=3600):

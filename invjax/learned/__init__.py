@@ -8,7 +8,8 @@
   or :class:`HQS` (plug-and-play), with the contraction factors of the convergence statement
   (:func:`admm_contraction`, :func:`hqs_contraction`, :func:`fbs_contraction`);
 * :func:`train`: a jitted optax loop, data-parallel over local devices, with atomic, resumable
-  checkpoints; :func:`denoising_loss`, :func:`denoising_validation`;
+  checkpoints; :func:`denoising_loss`, :func:`denoising_validation`, and
+  :func:`reconstruction_loss` for bilevel learning through a solver (implicit derivatives);
 * data without downloads: :func:`load_images` (a folder, or images bundled with scikit-image),
   :func:`split`, :func:`patches`, :func:`patch_data`;
 * models: :func:`save`, :func:`load`, and the shipped ones: :func:`available`,
@@ -21,7 +22,7 @@ from .pretrained import available, load, metadata, pretrained, save
 from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
 from .ridge import ConvexRidge
 from .spline import LinearSpline
-from .training import CHECKPOINT_NAME, History, denoising_loss, denoising_validation, train
+from .training import CHECKPOINT_NAME, History, denoising_loss, denoising_validation, reconstruction_loss, train
 
 __all__ = [
     "BUNDLED",
@@ -46,6 +47,8 @@ __all__ = [
     "patch_data",
     "patches",
     "pretrained",
+    "reconstruction_loss",
+    "reconstruction_loss",
     "save",
     "split",
     "stack",

@@ -1,0 +1,113 @@
+"""Ship a trained model as package data: ``invjax/learned/weights/<name>.{eqx,json}``.
+
+Reads a run folder of ``benchmarks/train_denoisers.py`` (``model.eqx``, ``run.json``), rebuilds
+the model with the run's settings and saves it with :func:`invjax.learned.save`, recording the
+command that reproduces it, the steps, wall time, machine and the held-out validation curve.
+
+For CRR-NN / WCRR-NN it also fits the noise calibration of ``denoise`` (``c(sigma)`` in
+``prox_{c sigma^2 R}``): at each level of ``--levels`` (of 255) the factor ``c`` from a grid
+(powers of 2^(1/4) between 1/8 and 8; for WCRR-NN only those with ``c sigma^2 rho < 1``) with
+the best mean PSNR on ``--calibration-images`` 96x96 crops of *training* images (the first of
+the folder, never the held-out ones).
+
+Usage::
+
+    python benchmarks/export_pretrained.py --run runs/crr-nn --name crr-nn --data ../shared/data/train400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_denoisers  # noqa: E402  (the model's structure from the run's settings)
+
+LEVELS = (5, 10, 15, 25, 35, 50)
+
+
+def calibrate(model, images, levels, seed=0):
+    import jax
+    import jax.numpy as jnp
+
+    import invjax as ij
+
+    crops = np.stack([im[:96, :96] for im in images]).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    factors = 2.0 ** (np.arange(-12, 13) / 4)
+    rho = float(model.weak_convexity)
+    table, scores = [], {}
+    for level in levels:
+        sigma = level / 255
+        noisy = jnp.asarray(crops + sigma * rng.standard_normal(crops.shape).astype(np.float32))
+        best = (-np.inf, None)
+        scores[level] = {}
+        for c in factors:
+            if c * sigma**2 * rho >= 0.99:
+                continue
+            out = jax.vmap(lambda y: model.prox(y, c * sigma**2))(noisy)
+            p = float(np.mean([float(ij.metrics.psnr(o, x, data_range=1.0)) for o, x in zip(out, crops)]))
+            scores[level][f"{c:.4g}"] = p
+            best = max(best, (p, float(c)))
+        table.append((sigma, best[1]))
+        print(f"  sigma {level:>2}/255: factor {best[1]:.3g} ({best[0]:.2f} dB on {len(crops)} training crops)")
+    return tuple(table), scores
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="a train_denoisers.py output folder")
+    ap.add_argument("--name", required=True, help="the shipped name, e.g. crr-nn")
+    ap.add_argument("--data", type=Path, default=None, help="the training folder (for the CRR calibration)")
+    ap.add_argument("--calibration-images", type=int, default=8)
+    ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "invjax" / "learned" / "weights")
+    args = ap.parse_args(argv)
+
+    import equinox as eqx
+    import jax
+
+    import invjax as ij
+
+    run = json.loads((args.run / "run.json").read_text())
+    settings = argparse.Namespace(**run["args"])
+    model, _, _ = train_denoisers.build(settings, jax.random.PRNGKey(0))
+    model = eqx.tree_deserialise_leaves(args.run / "model.eqx", model)
+    meta = {
+        "command": "python benchmarks/train_denoisers.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in run["args"].items() if v is not None and k not in ("init",)
+        ),
+        "export_command": "python benchmarks/export_pretrained.py " + " ".join(sys.argv[1:]),
+        "steps": run["steps"], "wall_s": run["wall_s_total"], "machine": run["machine"],
+        "train_images": run["train_images"], "held_out_images": run["held_out_images"],
+        "validation_sigma": run["validation_sigma"], "validation_steps": run["validation_steps"],
+        "validation_psnr": run["validation_psnr"], "noisy_psnr": run["noisy_psnr"],
+    }
+    if isinstance(model, ij.learned.ConvexRidge):
+        images = ij.learned.load_images(args.data)[: args.calibration_images]
+        table, scores = calibrate(model, images, args.levels)
+        model = eqx.tree_deserialise_leaves(args.run / "model.eqx", _with_table(model, table))
+        meta["calibration"] = {"levels_255": list(args.levels), "mean_psnr": scores}
+    path = ij.learned.save(args.out / args.name, model, meta)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+
+
+def _with_table(model, table):
+    """A ConvexRidge of ``model``'s structure carrying the calibration ``table`` (a static field)."""
+    import jax
+
+    import invjax as ij
+
+    return ij.learned.ConvexRidge(
+        key=jax.random.PRNGKey(0), channels=model.channels, kernel_size=model.kernel_size, knots=model.spline.knots,
+        spline_range=model.spline.spline_range, weakly_convex=model.weakly_convex, prox_tol=model.prox_tol,
+        prox_max_iters=model.prox_max_iters, noise_calibration=table,
+    )
+
+
+if __name__ == "__main__":
+    main()
