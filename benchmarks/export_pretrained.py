@@ -65,6 +65,9 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=None, help="the training folder (for the CRR calibration)")
     ap.add_argument("--calibration-images", type=int, default=8)
     ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
+    ap.add_argument("--wall-s", type=float, default=None,
+                    help="the training wall time when run.json's does not cover it (a run resumed by hand)")
+    ap.add_argument("--note", default=None, help="a remark kept in the metadata (e.g. how a run was resumed)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "invjax" / "learned" / "weights")
     args = ap.parse_args(argv)
 
@@ -82,7 +85,8 @@ def main(argv=None):
             f"--{k.replace('_', '-')} {v}" for k, v in run["args"].items() if v is not None and k not in ("init",)
         ),
         "export_command": "python benchmarks/export_pretrained.py " + " ".join(sys.argv[1:]),
-        "steps": run["steps"], "wall_s": run["wall_s_total"], "machine": run["machine"],
+        "steps": run["steps"], "wall_s": args.wall_s if args.wall_s is not None else run["wall_s_total"],
+        "machine": run["machine"], "jax": run.get("jax"), "note": args.note,
         "train_images": run["train_images"], "held_out_images": run["held_out_images"],
         "validation_sigma": run["validation_sigma"], "validation_steps": run["validation_steps"],
         "validation_psnr": run["validation_psnr"], "noisy_psnr": run["noisy_psnr"],

@@ -17,7 +17,7 @@ Models:
   (:meth:`~invjax.learned.ConvexRidge.denoise_unrolled`, ``--tstep`` accelerated gradient steps
   on ``||x - y||^2 / 2 + sigma^2 R(x)``; ``--tstep 0`` trains the exact denoiser ``prox_{sigma^2
   R}`` through its implicit derivative instead, about 10x dearer), validated with the exact
-  denoiser. The strength starts at ``1 / sigma^2``. WCRR-NN's prox at ``sigma`` exists only while
+  denoiser. The strength starts at ``--strength / sigma^2``, the scale at ``--scale``; both learn at ``--lr-strength``. WCRR-NN's prox at ``sigma`` exists only while
   ``sigma^2 rho < 1``: a penalty keeps ``sigma^2 rho <= 0.9``. ``--init`` starts from a saved
   model (e.g. a ``t``-step run, to fine-tune with ``--tstep 0``).
 
@@ -56,7 +56,8 @@ def build(args, key):
         return model, loss, lambda m, y, s: m(y, s)
     sigma = args.sigma / 255
     weakly = args.model == "wcrr-nn"
-    model = ij.learned.ConvexRidge(key=key, weakly_convex=weakly, strength=1 / sigma**2)
+    model = ij.learned.ConvexRidge(key=key, weakly_convex=weakly, strength=getattr(args, "strength", 1.0) / sigma**2,
+                                   scale=getattr(args, "scale", 1.0))
 
     def loss(m, batch, key):
         import jax
@@ -87,7 +88,10 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--sigma", type=float, default=25.0, help="noise level of CRR-NN training (of 255)")
     ap.add_argument("--sigma-max", type=float, default=50.0, help="DnCNN's largest training noise level (of 255)")
-    ap.add_argument("--tstep", type=int, default=10, help="CRR/WCRR: unrolled denoiser steps (0: exact prox)")
+    ap.add_argument("--lr-strength", type=float, default=2e-2, help="CRR/WCRR: learning rate of log lambda, log mu")
+    ap.add_argument("--strength", type=float, default=5.0, help="CRR/WCRR: initial lambda times sigma^2")
+    ap.add_argument("--scale", type=float, default=4.0, help="CRR/WCRR: initial mu")
+    ap.add_argument("--tstep", type=int, default=15, help="CRR/WCRR: unrolled denoiser steps (0: exact prox)")
     ap.add_argument("--init", type=Path, default=None, help="start from this saved model (model.eqx of a run)")
     ap.add_argument("--held-out", type=int, default=8, help="images kept out of training (the last by name)")
     ap.add_argument("--checkpoint-every", type=int, default=500)
@@ -124,6 +128,17 @@ def main(argv=None):
 
     schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=0.05)
     optimizer = optax.adam(schedule)
+    if args.model != "dncnn":
+        # the strength lambda and the scale mu (logs) learn with their own, larger rate (the paper
+        # does the same for its scalar parameters): with one rate the filters grow instead and the
+        # splines saturate at their slope bound
+        fast = optax.adam(optax.cosine_decay_schedule(args.lr_strength, args.steps, alpha=0.05))
+
+        def labels(params):
+            return eqx.tree_at(lambda m: (m.log_strength, m.log_scale), jax.tree.map(lambda _: "net", params),
+                               ("scalar", "scalar"))
+
+        optimizer = optax.multi_transform({"net": optimizer, "scalar": fast}, labels)
     data = ij.learned.patch_data(train_images, args.patch, args.batch)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

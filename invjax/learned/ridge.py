@@ -1,10 +1,13 @@
 r"""Learned (weakly) convex ridge regularizers: CRR-NN and WCRR-NN.
 
-.. math:: R(x) = \lambda \sum_{i=1}^{C} \sum_{p} \psi_i\big((W_i x)_p\big),
+.. math:: R(x) = \lambda \sum_{i=1}^{C} \sum_{p} \psi_{i,\mu}\big((W_i x)_p\big), \qquad
+          \psi_{i,\mu}(t) = \psi_i(\mu t) / \mu^2 ,
 
-with ``lambda > 0`` a learned strength (stored as its logarithm, as in the papers, where it is
-learned beside the filters: the filters keep ``||W||`` near 1 and the spline's knot grid fits
-``W x``, while ``lambda`` sets the strength), ``W = (W_1, ..., W_C)`` a learned multi-convolution and ``psi_i`` learned 1-D potentials
+with ``lambda > 0`` a learned strength and ``mu > 0`` a learned input scale (both stored as
+logarithms and learned beside the filters, as in the CRR-NN paper: ``mu`` fits the splines' fixed
+knot grid to the size of the filter responses, ``lambda`` sets the strength; ``psi_{i,mu}'' =
+psi_i''(mu t)`` keeps the curvature bounds, so neither changes the constraints below),
+``W = (W_1, ..., W_C)`` a learned multi-convolution and ``psi_i`` learned 1-D potentials
 whose derivatives ``sigma_i = psi_i'`` are linear splines with bounded slopes
 (:class:`~invjax.learned.spline.LinearSpline`):
 
@@ -23,7 +26,7 @@ whose derivatives ``sigma_i = psi_i'`` are linear splines with bounded slopes
 In both, ``psi_i >= psi_i(0) = 0`` and the filters have zero mean, so ``R >= 0 = R(c 1)`` for
 constant images.
 
-The gradient is the one-hidden-layer network ``grad R(x) = lambda W^T sigma(W x)``, Lipschitz with
+The gradient is the one-hidden-layer network ``grad R(x) = (lambda / mu) W^T sigma(mu W x)``, Lipschitz with
 
 .. math:: L = \lambda \sup_\omega \sum_i a_i |\hat w_i(\omega)|^2 \le \lambda \|W\|^2 \max_i a_i ,
           \qquad a_i = \max_t |\sigma_i'(t)| ,
@@ -98,8 +101,8 @@ class ConvexRidge(Functional):
     r"""Learned convex ridge regularizer (CRR-NN) or, with ``weakly_convex=True``, its weakly
     convex variant (WCRR-NN); see the module docstring for the mathematics.
 
-    .. math:: R(x) = \lambda \sum_i \sum_p \psi_i((W_i x)_p), \qquad
-              \nabla R(x) = \lambda W^T \sigma(W x), \qquad
+    .. math:: R(x) = \frac{\lambda}{\mu^2} \sum_i \sum_p \psi_i(\mu (W_i x)_p), \qquad
+              \nabla R(x) = \tfrac{\lambda}{\mu} W^T \sigma(\mu W x), \qquad
               \operatorname{prox}_{s R}(v) = \arg\min_x s R(x) + \tfrac12 \|x - v\|^2 .
 
     A ``Functional`` (``smooth = True``, ``differentiable = True``): it goes wherever ``TV()``
@@ -120,14 +123,15 @@ class ConvexRidge(Functional):
             (``None``: 1e-5 for float32 inputs, 1e-10 for float64).
         prox_max_iters: iteration limit of each of those solves (default 1000).
         strength: the initial ``lambda > 0`` (default 1); learned as ``log_strength``.
+        scale: the initial ``mu > 0`` (default 1); learned as ``log_scale``.
         noise_calibration: ``None`` or pairs ``((sigma_1, c_1), ...)`` with increasing
             ``sigma_k > 0`` and ``c_k > 0``: the factors of :meth:`denoise`'s step.
 
     Initialisation: normally distributed filters, the first layer made zero-mean, scaled so
     that ``||W|| = 1`` (as in the papers); every slope 1, i.e. ``psi_i(t) = t^2 / 2`` and
     ``R(x) = lambda ||W x||^2 / 2`` until trained. The parameters (``kernels``, a tuple of float32
-    arrays of shapes ``(channels[l+1], channels[l], k, k)``, ``spline.raw_slopes`` and the scalar
-    ``log_strength``) are
+    arrays of shapes ``(channels[l+1], channels[l], k, k)``, ``spline.raw_slopes`` and the scalars
+    ``log_strength``, ``log_scale``) are
     the module's array leaves: train them with ``eqx.filter_grad`` and optax; the constraints
     (zero mean, slope bounds) are parametrisations, so every update stays valid.
 
@@ -153,6 +157,7 @@ class ConvexRidge(Functional):
     kernels: tuple[jax.Array, ...]
     spline: LinearSpline
     log_strength: jax.Array
+    log_scale: jax.Array
     channels: tuple[int, ...] = eqx.field(static=True)
     kernel_size: int = eqx.field(static=True)
     weakly_convex: bool = eqx.field(static=True)
@@ -175,6 +180,7 @@ class ConvexRidge(Functional):
         prox_tol: float | None = None,
         prox_max_iters: int = 1000,
         strength: float = 1.0,
+        scale: float = 1.0,
         noise_calibration=None,
     ):
         channels = tuple(channels) if isinstance(channels, (tuple, list)) else channels
@@ -188,10 +194,12 @@ class ConvexRidge(Functional):
         lower = -1.0 if weakly_convex else 0.0
         self.spline = LinearSpline(self.channels[-1], knots=knots, spline_range=spline_range, lower=lower, upper=1.0)
         self.kernels = _initial_kernels(key, self.channels, self.kernel_size)
-        known = concrete_or_none(jnp.asarray(strength))
-        if known is None or np.ndim(known) != 0 or not np.isfinite(known) or known <= 0:
-            raise ValueError(f"ConvexRidge: `strength` must be a finite scalar > 0, got {strength!r}")
-        self.log_strength = jnp.asarray(math.log(float(known)), jnp.float32)
+        for name, value in (("strength", strength), ("scale", scale)):
+            known = concrete_or_none(jnp.asarray(value))
+            if known is None or np.ndim(known) != 0 or not np.isfinite(known) or known <= 0:
+                raise ValueError(f"ConvexRidge: `{name}` must be a finite scalar > 0, got {value!r}")
+        self.log_strength = jnp.asarray(math.log(float(strength)), jnp.float32)
+        self.log_scale = jnp.asarray(math.log(float(scale)), jnp.float32)
         self.noise_calibration = _check_calibration(noise_calibration)
 
     def __check_init__(self):
@@ -204,8 +212,9 @@ class ConvexRidge(Functional):
         got = [tuple(getattr(kern, "shape", ())) for kern in self.kernels]
         if got != want:
             raise ValueError(f"ConvexRidge: `kernels` must have shapes {want}, got {got}")
-        if jnp.shape(self.log_strength) != ():
-            raise ValueError(f"ConvexRidge: `log_strength` must be a scalar, got shape {jnp.shape(self.log_strength)}")
+        for name in ("log_strength", "log_scale"):
+            if jnp.shape(getattr(self, name)) != ():
+                raise ValueError(f"ConvexRidge: `{name}` must be a scalar, got shape {jnp.shape(getattr(self, name))}")
         if self.spline.channels != self.channels[-1]:
             raise ValueError(
                 f"ConvexRidge: the spline must have channels[-1] = {self.channels[-1]} channels, "
@@ -222,6 +231,11 @@ class ConvexRidge(Functional):
     def strength(self) -> jax.Array:
         """``lambda = exp(log_strength)``, the learned strength multiplying the ridge sum."""
         return jnp.exp(self.log_strength)
+
+    @property
+    def scale(self) -> jax.Array:
+        """``mu = exp(log_scale)``, the learned input scale of the potentials."""
+        return jnp.exp(self.log_scale)
 
     # ---- the multi-convolution ------------------------------------------------------------------
     @property
@@ -286,7 +300,7 @@ class ConvexRidge(Functional):
         return _jit_value(self, x)
 
     def grad(self, x: jax.Array) -> jax.Array:
-        r"""``grad R(x) = lambda W^T sigma(W x)``, shape and dtype of ``x``."""
+        r"""``grad R(x) = (lambda / mu) W^T sigma(mu W x)``, shape and dtype of ``x``."""
         x = self._image(x, "ConvexRidge.grad")
         return _jit_grad(self, x)
 
@@ -508,24 +522,31 @@ def _jit_conv_adjoint(model, z):
 
 @eqx.filter_jit
 def _jit_value(model, x):
-    ridge = jnp.sum(model.spline.potential(_apply(_symbols(_compose(model.kernels, x.dtype), x.shape), x)))
-    return _strength(model, x.dtype) * ridge
+    ridge = jnp.sum(model.spline.potential(_apply(_symbols(_effective(model, x.dtype), x.shape), x)))
+    return _outer(model, x.dtype) * ridge
 
 
-def _strength(model, dtype):
-    return jnp.exp(model.log_strength.astype(dtype))
+def _effective(model, dtype):
+    """``mu W``'s filters: what the splines see."""
+    return jnp.exp(model.log_scale.astype(dtype)) * _compose(model.kernels, dtype)
+
+
+def _outer(model, dtype):
+    """``lambda / mu^2``: the factor on the sum of potentials of ``mu W x``."""
+    return jnp.exp((model.log_strength - 2 * model.log_scale).astype(dtype))
 
 
 def _grad_with(model, symbols, x, tables=None):
-    """``lambda W^T sigma(W x)`` with the filters' DFT ``symbols`` (and the spline's tables, if known)."""
+    """``(lambda / mu^2) G^T sigma(G x)`` with ``symbols`` the DFT of ``G = mu W``'s filters (and the
+    spline's tables, if known): ``grad R(x)``."""
     z = _apply(symbols, x)
     sigma = model.spline._sigma(z.reshape(z.shape[0], -1), tables).reshape(z.shape)
-    return _strength(model, x.dtype) * _adjoint(symbols, sigma)
+    return _outer(model, x.dtype) * _adjoint(symbols, sigma)
 
 
 @eqx.filter_jit
 def _jit_grad(model, x):
-    return _grad_with(model, _symbols(_compose(model.kernels, x.dtype), x.shape), x)
+    return _grad_with(model, _symbols(_effective(model, x.dtype), x.shape), x)
 
 
 @eqx.filter_jit
@@ -542,20 +563,20 @@ def _bounds(model, shape, dtype):
     weights = jnp.stack([jnp.ones_like(lo), jnp.maximum(jnp.abs(lo), jnp.abs(hi)), jnp.maximum(-lo, 0)])
     g = _compose(model.kernels, dtype)
     norm2, lip, rho = jax.vmap(lambda w: _sup(g, w, shape))(weights)
-    lam = _strength(model, dtype)
+    lam = jnp.exp(model.log_strength.astype(dtype))
     return norm2, lam * lip, lam * rho
 
 
 def _prox_residual(model, v, s, x):
     """``x - v + s grad R(x)``: zero exactly at ``prox_{s R}(v)``."""
-    return x - v + s * _grad_with(model, _symbols(_compose(model.kernels, x.dtype), x.shape), x)
+    return x - v + s * _grad_with(model, _symbols(_effective(model, x.dtype), x.shape), x)
 
 
 def _prox_iterate(model, v, s, lip, rho):
     """Nesterov's accelerated gradient (constant momentum, strongly convex case) on
     ``s R(x) + ||x - v||^2 / 2`` from ``v``, until the residual is below ``tol ||v||``."""
     lip, rho = jax.lax.stop_gradient((lip, rho))
-    g = _symbols(_compose(model.kernels, v.dtype), v.shape)  # loop invariants
+    g = _symbols(_effective(model, v.dtype), v.shape)  # loop invariants
     tables = model.spline._tables(v.dtype)
     smooth = 1 + s * lip
     strong = jnp.maximum(1 - s * rho, jnp.finfo(v.dtype).eps)
@@ -582,7 +603,7 @@ def _prox_iterate(model, v, s, lip, rho):
 def _unrolled(model, y, s, steps):
     _, lip, rho = _bounds(model, y.shape, y.dtype)
     lip, rho = jax.lax.stop_gradient((lip, rho))
-    g = _symbols(_compose(model.kernels, y.dtype), y.shape)
+    g = _symbols(_effective(model, y.dtype), y.shape)
     smooth = 1 + s * lip
     root = jnp.sqrt(jnp.maximum(1 - s * rho, jnp.finfo(y.dtype).eps) / smooth)
     momentum = (1 - root) / (1 + root)

@@ -32,7 +32,7 @@ def _model(weakly_convex=False, seed=0, f64=False):
     """A small model with random filters and random slopes (some raw slopes outside the bounds,
     so that the clipping is active). ``f64`` models must be used under the ``x64`` fixture."""
     with _x64_off():  # one compiled initialisation, whatever the test's mode
-        m = ConvexRidge(key=jax.random.key(seed), weakly_convex=weakly_convex, **SMALL)
+        m = ConvexRidge(key=jax.random.key(seed), weakly_convex=weakly_convex, strength=1.7, scale=2.3, **SMALL)
         lo = -1.0 if weakly_convex else 0.0
         rng = np.random.default_rng(seed + 100)
         raw = rng.uniform(lo - 0.3, 1.3, m.spline.raw_slopes.shape).astype(np.float32)
@@ -98,10 +98,21 @@ def test_operator_norm_exact_on_grid_and_shape_free_bounds(x64):
         exact = np.linalg.norm(dense, 2)
         np.testing.assert_allclose(float(m.operator_norm(shape)), exact, rtol=1e-10)
         assert float(m.operator_norm()) >= exact
-    # with psi_i = t^2 / 2 the shape-free Lipschitz bound is ||W||^2 for every image size...
+        if shape == (N, N):
+            # grad R(x) = (lambda / mu) W^T sigma(mu W x) with the dense W and the numpy spline
+            lam, mu = float(m.strength), float(m.scale)
+            x = _image(3, dtype=np.float64)
+            z = (dense @ x.ravel()).reshape(m.channels[-1], -1)
+            want = lam / mu * dense.T @ _np_sigma(m.spline, mu * z).ravel()
+            np.testing.assert_allclose(np.asarray(m.grad(x)).ravel(), want, rtol=1e-9, atol=1e-12)
+    # with psi_i = t^2 / 2, R(x) = lambda ||W x||^2 / 2 whatever mu, and the shape-free Lipschitz
+    # bound is lambda ||W||^2 for every image size...
     quad = eqx.tree_at(lambda t: t.spline.raw_slopes, m, jnp.ones_like(m.spline.raw_slopes))
-    big = float(quad.operator_norm((256, 256))) ** 2
-    assert big <= float(quad.lipschitz) and float(m.operator_norm((N, N))) ** 2 <= float(quad.lipschitz)
+    x = _image(4, dtype=np.float64)
+    lam = float(m.strength)
+    np.testing.assert_allclose(float(quad(x)), lam * np.sum(_np_conv(m, x) ** 2) / 2, rtol=1e-10)
+    big = lam * float(quad.operator_norm((256, 256))) ** 2
+    assert big <= float(quad.lipschitz) and lam * float(m.operator_norm((N, N))) ** 2 <= float(quad.lipschitz)
     # ...and within the Bernstein factor (2 %) of the supremum, which the 256² grid samples to 0.5 %
     assert float(quad.lipschitz) <= 1.03 * big
     assert float(quad.weak_convexity) == 0.0
@@ -328,16 +339,18 @@ def test_prox_derivatives_match_central_differences(x64):
     shift = lambda c: eqx.tree_at(lambda t: t.kernels[1], m, m.kernels[1] + c * dk)  # noqa: E731
     fd_k = (float(loss(shift(h), v, step)) - float(loss(shift(-h), v, step))) / (2 * h)
     np.testing.assert_allclose(np.vdot(g_model.kernels[1], dk), fd_k, rtol=1e-6)
-    strength = lambda c: eqx.tree_at(lambda t: t.log_strength, m, m.log_strength + c)  # noqa: E731
-    fd_l = (float(loss(strength(h), v, step)) - float(loss(strength(-h), v, step))) / (2 * h)
-    np.testing.assert_allclose(float(g_model.log_strength), fd_l, rtol=1e-6)
+    for name in ("log_strength", "log_scale"):
+        shift = lambda c: eqx.tree_at(lambda t: getattr(t, name), m, getattr(m, name) + c)  # noqa: E731
+        fd = (float(loss(shift(h), v, step)) - float(loss(shift(-h), v, step))) / (2 * h)
+        np.testing.assert_allclose(float(getattr(g_model, name)), fd, rtol=1e-6)
     # a (huge) optax step with these gradients leaves valid parameters: the constraints are
     # parametrisations
     opt = optax.sgd(1e4)
     updates, _ = opt.update(g_model, opt.init(eqx.filter(m, eqx.is_array)))
     trained = eqx.apply_updates(m, updates)
-    # the strength is unconstrained (any lambda > 0 is valid): keep it, so that the prox below exists
-    trained = eqx.tree_at(lambda t: t.log_strength, trained, m.log_strength)
+    # strength and scale are unconstrained (any lambda, mu > 0 is valid): keep them, so that the prox
+    # below exists
+    trained = eqx.tree_at(lambda t: (t.log_strength, t.log_scale), trained, (m.log_strength, m.log_scale))
     assert np.abs(np.asarray(trained.spline.raw_slopes) - np.asarray(m.spline.raw_slopes)).max() > 1
     slopes = np.asarray(trained.spline.slopes())
     assert slopes.min() >= -1 and slopes.max() <= 1
