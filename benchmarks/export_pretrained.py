@@ -6,7 +6,7 @@ command that reproduces it, the steps, wall time, machine and the held-out valid
 
 For CRR-NN / WCRR-NN it also fits the noise calibration of ``denoise`` (``c(sigma)`` in
 ``prox_{c sigma^2 R}``): at each level of ``--levels`` (of 255) the factor ``c`` from a grid
-(powers of 2^(1/4) between 1/8 and 8; for WCRR-NN only those with ``c sigma^2 rho < 1``) with
+(powers of 2^(1/4) between 1/2 and 4; for WCRR-NN only those with ``c sigma^2 rho < 1``) with
 the best mean PSNR on ``--calibration-images`` 96x96 crops of *training* images (the first of
 the folder, never the held-out ones).
 
@@ -31,6 +31,7 @@ LEVELS = (5, 10, 15, 25, 35, 50)
 
 
 def calibrate(model, images, levels, seed=0):
+    import equinox as eqx
     import jax
     import jax.numpy as jnp
 
@@ -38,8 +39,10 @@ def calibrate(model, images, levels, seed=0):
 
     crops = np.stack([im[:96, :96] for im in images]).astype(np.float32)
     rng = np.random.default_rng(seed)
-    factors = 2.0 ** (np.arange(-12, 13) / 4)
+    factors = 2.0 ** (np.arange(-4, 9) / 4)
     rho = float(model.weak_convexity)
+    # one compiled program for every factor and level (the step is an array argument)
+    run = eqx.filter_jit(lambda m, ys, step: jax.vmap(lambda y: m.prox(y, step))(ys))
     table, scores = [], {}
     for level in levels:
         sigma = level / 255
@@ -49,7 +52,7 @@ def calibrate(model, images, levels, seed=0):
         for c in factors:
             if c * sigma**2 * rho >= 0.99:
                 continue
-            out = jax.vmap(lambda y: model.prox(y, c * sigma**2))(noisy)
+            out = run(model, noisy, jnp.asarray(c * sigma**2, noisy.dtype))
             p = float(np.mean([float(ij.metrics.psnr(o, x, data_range=1.0)) for o, x in zip(out, crops)]))
             scores[level][f"{c:.4g}"] = p
             best = max(best, (p, float(c)))
@@ -67,6 +70,9 @@ def main(argv=None):
     ap.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
     ap.add_argument("--wall-s", type=float, default=None,
                     help="the training wall time when run.json's does not cover it (a run resumed by hand)")
+    ap.add_argument("--stages", type=Path, nargs="*", default=[],
+                    help="earlier run folders this run was initialised from (--init), in order: their commands, steps "
+                         "and wall times are recorded too, and counted in the totals")
     ap.add_argument("--note", default=None, help="a remark kept in the metadata (e.g. how a run was resumed)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "invjax" / "learned" / "weights")
     args = ap.parse_args(argv)
@@ -80,12 +86,20 @@ def main(argv=None):
     settings = argparse.Namespace(**run["args"])
     model, _, _ = train_denoisers.build(settings, jax.random.PRNGKey(0))
     model = eqx.tree_deserialise_leaves(args.run / "model.eqx", model)
+    def command(r):
+        return "python benchmarks/train_denoisers.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in r["args"].items() if v is not None
+        )
+
+    earlier = [json.loads((d / "run.json").read_text()) for d in args.stages]
+    stages = [{"command": command(r), "steps": r["steps"], "wall_s": r["wall_s_total"],
+               "validation_psnr": r["validation_psnr"][-1:]} for r in earlier]
     meta = {
-        "command": "python benchmarks/train_denoisers.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in run["args"].items() if v is not None and k not in ("init",)
-        ),
+        "command": " && ".join([st["command"] for st in stages] + [command(run)]),
         "export_command": "python benchmarks/export_pretrained.py " + " ".join(sys.argv[1:]),
-        "steps": run["steps"], "wall_s": args.wall_s if args.wall_s is not None else run["wall_s_total"],
+        "stages": stages + [{"command": command(run), "steps": run["steps"], "wall_s": run["wall_s_total"]}],
+        "steps": run["steps"] + sum(st["steps"] for st in stages),
+        "wall_s": (args.wall_s if args.wall_s is not None else run["wall_s_total"]) + sum(st["wall_s"] for st in stages),
         "machine": run["machine"], "jax": run.get("jax"), "note": args.note,
         "train_images": run["train_images"], "held_out_images": run["held_out_images"],
         "validation_sigma": run["validation_sigma"], "validation_steps": run["validation_steps"],

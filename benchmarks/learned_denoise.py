@@ -232,7 +232,7 @@ def section_reconstruct(kind, models, held, train, args):
         model = models[name]
         lip = float(model.lipschitz)
         solver = ij.solvers.FISTA(max_iters=3000, tol=1e-5)
-        factors = 2.0 ** np.arange(-3, 6) if not args.quick else 2.0 ** np.arange(-1, 4)
+        factors = 2.0 ** np.arange(-1, 6) if not args.quick else 2.0 ** np.arange(0, 4)
         _log(f"{kind}: {name} (FISTA, step 1 / (||A||^2 + w L_R)), selecting w on training crops")
         c, scores = _select(lambda c: run(model, c * scale, solver, sel_data, sel_clean)[0], list(factors))
         p, secs, sol = run(model, c * scale, solver)
@@ -242,7 +242,7 @@ def section_reconstruct(kind, models, held, train, args):
                              converged=bool(np.all(np.asarray(sol.stats.converged))))
     if "dncnn" in models:
         prior = ij.learned.PnP(models["dncnn"])
-        levels = [3, 5, 8, 12, 16, 24] if not args.quick else [5, 12]
+        levels = [3, 5, 8, 12, 18] if not args.quick else [5, 12]
 
         def pnp(level, d=data, ref=clean):
             rho = noise**2 / (level / 255) ** 2
