@@ -111,6 +111,7 @@ def test_shipped_models_are_listed_documented_and_load():
     assert isinstance(ij.learned.pretrained("dncnn"), DnCNN)
 
 
+@pytest.mark.slow  # ~20 s for the three models; the default suite is near its 10-minute budget
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_denoisers_denoise_a_natural_image(name):
     """On scikit-image's camera (not in the training folder) at sigma = 25/255, every shipped
