@@ -48,7 +48,6 @@ __all__ = [
     "patches",
     "pretrained",
     "reconstruction_loss",
-    "reconstruction_loss",
     "save",
     "split",
     "stack",

@@ -136,58 +136,6 @@ def reconstruction_loss(make_problem: Callable, solver, op, noise: float, loss: 
     return value
 
 
-def reconstruction_loss(make_problem: Callable, solver, op, noise: float, loss: str = "mse") -> Callable:
-    r"""``loss(model, batch, key)`` for **bilevel** learning: the reconstruction error of the
-    solution of a variational problem, differentiated through the solver,
-
-    .. math:: \frac{1}{B} \sum_b \ell\big(\hat x(\theta, y_b), x_b\big), \qquad
-              \hat x(\theta, y) = \arg\min_x \text{(the problem make\_problem}(\theta, y)),
-              \qquad y_b = A x_b + \sigma n_b ,
-
-    over a batch of clean images ``x`` ``(B,) + op.in_shape``, with fresh noise ``n_b ~ N(0, I)``
-    from ``key`` at every step. ``theta`` is the trained pytree (``model`` of :func:`train`), e.g.
-    ``(ridge, log_weight)`` with ``make_problem = lambda th, y: ij.Problem(A, y, th[0],
-    jnp.exp(th[1]))``: a regulariser's parameters and the weight are learned by one mechanism.
-    With ``solver.diff == "implicit"`` the gradient comes from the optimality conditions at the
-    returned image (one linear solve per image, memory independent of the solver's iterations:
-    the deep-equilibrium training of Goujon, Neumayer & Unser 2024); with ``"unroll"`` by
-    backpropagating through the iterations.
-
-    Args:
-        make_problem: ``(theta, y) -> Problem`` for one image.
-        solver: an invjax solver.
-        op: the forward operator ``A`` that makes the measurements.
-        noise: the noise standard deviation ``sigma >= 0``.
-        loss: ``"mse"`` (mean squared error per image) or ``"psnr"`` (``10 log10 MSE``, i.e.
-            maximise the mean PSNR).
-    """
-    from ..solvers import solve
-
-    if loss not in ("mse", "psnr"):
-        raise ValueError(f"reconstruction_loss: `loss` must be 'mse' or 'psnr', got {loss!r}")
-    if not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"reconstruction_loss: `noise` must be a finite float >= 0, got {noise!r}")
-    in_shape = tuple(op.in_shape)
-
-    def one(theta, x, k):
-        clean = op(x)
-        y = clean + noise * jax.random.normal(k, clean.shape, clean.dtype)
-        x_hat = solve(make_problem(theta, y), solver).x
-        mse = jnp.mean(jnp.abs(x_hat - x) ** 2)
-        return mse if loss == "mse" else 10 * jnp.log10(mse)
-
-    def value(theta, batch, key):
-        batch = jnp.asarray(batch)
-        if tuple(batch.shape[1:]) != in_shape:
-            raise ValueError(
-                f"reconstruction_loss: the batch must have shape (B,) + {in_shape} (op.in_shape), got {batch.shape}"
-            )
-        keys = jax.random.split(key, batch.shape[0])
-        return jnp.mean(jax.vmap(one, in_axes=(None, 0, 0))(theta, batch, keys))
-
-    return value
-
-
 def denoising_validation(images, sigma: float, *, key) -> Callable:
     """``validate(model) -> mean PSNR`` (dB, data range 1) of ``model(y, sigma)`` on noisy copies
     ``y = x + sigma n`` of held-out ``images`` (the noise drawn once from ``key``). The PSNR of the
