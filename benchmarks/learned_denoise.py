@@ -322,19 +322,25 @@ def main(argv=None):
     out = {"machine": _common.machine(), "jax": jax.__version__, "held_out_images": len(held),
            "models": {name: {k: v for k, v in meta.items() if k != "calibration"} for name, meta in info.items()}}
     t0 = time.perf_counter()
+
+    def save():  # after every section: a long run that is stopped keeps what it measured
+        out["wall_s"] = time.perf_counter() - t0
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(out, indent=1))
+            _log(f"wrote {args.output}")
+
     if "denoise" not in args.skip:
         out["denoise"] = section_denoise(models, held, args)
+        save()
     for kind in ("deblur", "ct"):
         if kind not in args.skip:
             out[kind] = section_reconstruct(kind, models, held, train, args)
+            save()
     if "monotone" not in args.skip and "crr-nn" in models:
         out["monotone"] = section_monotone(models["crr-nn"], held)
-    out["wall_s"] = time.perf_counter() - t0
+    save()
     print(report(out))
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(out, indent=1))
-        _log(f"wrote {args.output}")
 
 
 def report(out) -> str:

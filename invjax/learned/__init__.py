@@ -7,6 +7,7 @@
 * :class:`DenoiserPrior` (alias :data:`PnP`): any denoiser as the proximal step of ADMM, FISTA
   or :class:`HQS` (plug-and-play), with the contraction factors of the convergence statement
   (:func:`admm_contraction`, :func:`hqs_contraction`, :func:`fbs_contraction`);
+* :class:`LearnedPrimalDual`: the unrolled learned primal-dual network (any operator);
 * :func:`train`: a jitted optax loop, data-parallel over local devices, with atomic, resumable
   checkpoints; :func:`denoising_loss`, :func:`denoising_validation`, and
   :func:`reconstruction_loss` for bilevel learning through a solver (implicit derivatives);
@@ -22,7 +23,17 @@ from .pretrained import available, load, metadata, pretrained, save
 from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
 from .ridge import ConvexRidge
 from .spline import LinearSpline
-from .training import CHECKPOINT_NAME, History, denoising_loss, denoising_validation, reconstruction_loss, train
+from .training import (
+    CHECKPOINT_NAME,
+    History,
+    denoising_loss,
+    denoising_validation,
+    measure,
+    reconstruction_loss,
+    supervised_loss,
+    train,
+)
+from .unrolled import LearnedPrimalDual
 
 __all__ = [
     "BUNDLED",
@@ -32,6 +43,7 @@ __all__ = [
     "DnCNN",
     "HQS",
     "History",
+    "LearnedPrimalDual",
     "LinearSpline",
     "PnP",
     "admm_contraction",
@@ -43,6 +55,7 @@ __all__ = [
     "hqs_contraction",
     "load",
     "load_images",
+    "measure",
     "metadata",
     "patch_data",
     "patches",
@@ -51,5 +64,6 @@ __all__ = [
     "save",
     "split",
     "stack",
+    "supervised_loss",
     "train",
 ]

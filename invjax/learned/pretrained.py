@@ -27,6 +27,7 @@ import jax
 
 from .dncnn import DnCNN
 from .ridge import ConvexRidge
+from .unrolled import LearnedPrimalDual
 
 _WEIGHTS = Path(__file__).with_name("weights")
 _FORMAT = 1
@@ -57,7 +58,38 @@ def _config(model) -> tuple[str, dict[str, Any]]:
             "spectral_grid": model.spectral_grid,
             "dtype": str(model.weights[0].dtype),
         }
-    raise TypeError(f"save: `model` must be a ConvexRidge or a DnCNN, got {type(model).__name__}")
+    if isinstance(model, LearnedPrimalDual):
+        return "LearnedPrimalDual", {
+            "op": _op_config(model.op),
+            "iterations": model.iterations,
+            "n_primal": model.n_primal,
+            "n_dual": model.n_dual,
+            "width": model.width,
+            "depth": model.depth,
+            "op_norm": model.op_norm,
+            "dtype": str(model.primal[0][0].dtype),
+        }
+    raise TypeError(
+        f"save: `model` must be a ConvexRidge, DnCNN or LearnedPrimalDual, got {type(model).__name__}"
+    )
+
+
+def _op_config(op) -> dict[str, Any]:
+    """A JSON description of the operator a network is bound to (the ones that have one)."""
+    from ..operators import ParallelBeam2D
+
+    if isinstance(op, ParallelBeam2D):
+        return {"class": "ParallelBeam2D", "shape": list(op.shape), "angles": list(op.angles),
+                "n_detectors": op.n_detectors, "detector_spacing": op.detector_spacing}
+    raise TypeError(f"save: a network bound to a {type(op).__name__} cannot be saved yet (only ParallelBeam2D)")
+
+
+def _op_build(cfg: dict[str, Any]):
+    from ..operators import ParallelBeam2D
+
+    if cfg.get("class") == "ParallelBeam2D":
+        return ParallelBeam2D(tuple(cfg["shape"]), cfg["angles"], cfg["n_detectors"], cfg["detector_spacing"])
+    raise ValueError(f"unknown operator class {cfg.get('class')!r} (expected 'ParallelBeam2D')")
 
 
 def _build(cls: str, config: dict[str, Any]):
@@ -70,7 +102,10 @@ def _build(cls: str, config: dict[str, Any]):
         return ConvexRidge(key=key, **cfg)
     if cls == "DnCNN":
         return DnCNN(key=key, **config)
-    raise ValueError(f"unknown model class {cls!r} (expected 'ConvexRidge' or 'DnCNN')")
+    if cls == "LearnedPrimalDual":
+        cfg = dict(config)
+        return LearnedPrimalDual(_op_build(cfg.pop("op")), key=key, **cfg)
+    raise ValueError(f"unknown model class {cls!r} (expected 'ConvexRidge', 'DnCNN' or 'LearnedPrimalDual')")
 
 
 def _paths(path) -> tuple[Path, Path]:
@@ -80,7 +115,8 @@ def _paths(path) -> tuple[Path, Path]:
 
 
 def save(path, model, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (a :class:`ConvexRidge` or :class:`DnCNN`) to ``path.eqx`` and
+    """Write ``model`` (a :class:`ConvexRidge`, :class:`DnCNN` or :class:`LearnedPrimalDual`
+    bound to a ``ParallelBeam2D``) to ``path.eqx`` and
     ``path.json`` (``path`` with or without either suffix), each through a temporary file and
     a rename, so an interrupted save never leaves a half-written file under the final name.
     ``metadata``: JSON-serialisable facts kept beside the structure (training command, steps, ...).

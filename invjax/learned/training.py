@@ -37,7 +37,10 @@ import numpy as np
 
 from .. import metrics
 
-__all__ = ["History", "train", "denoising_loss", "denoising_validation", "reconstruction_loss", "CHECKPOINT_NAME"]
+__all__ = [
+    "History", "train", "denoising_loss", "denoising_validation", "reconstruction_loss", "supervised_loss", "measure",
+    "CHECKPOINT_NAME",
+]
 
 CHECKPOINT_NAME = "checkpoint.eqx"
 _MAGIC = b"invjax-checkpoint\n"
@@ -134,6 +137,50 @@ def reconstruction_loss(make_problem: Callable, solver, op, noise: float, loss: 
         return jnp.mean(jax.vmap(one, in_axes=(None, 0, 0))(theta, batch, keys))
 
     return value
+
+
+def supervised_loss(op, noise: float, *, relative: bool = True) -> Callable:
+    r"""``loss(model, batch, key)`` for a reconstruction network (``LearnedPrimalDual``,
+    ``MoDL``, ``DEQ``, or any ``model(y) -> x``) trained end to end on simulated data:
+
+    .. math:: \frac{1}{B} \sum_b \|N_\theta(A x_b + s_b n_b) - x_b\|^2 / n, \qquad
+              s_b = \text{noise} \cdot \operatorname{mean}|A x_b| \;(\text{relative})
+              \text{ or } \text{noise},
+
+    over a batch of clean images ``x`` ``(B,) + op.in_shape``, with fresh noise ``n_b`` from
+    ``key`` (complex Gaussian with ``E|n|^2 = 1`` for complex data). ``relative=True`` is the
+    rule of Adler & Öktem (2018): 5 % of the mean absolute measurement is ``noise=0.05``. The
+    model is called on the whole batch with ``jax.vmap(model)``.
+    """
+    if not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"supervised_loss: `noise` must be a finite float >= 0, got {noise!r}")
+    in_shape = tuple(op.in_shape)
+
+    def value(model, batch, key):
+        batch = jnp.asarray(batch)
+        if tuple(batch.shape[1:]) != in_shape:
+            raise ValueError(
+                f"supervised_loss: the batch must have shape (B,) + {in_shape} (op.in_shape), got {batch.shape}"
+            )
+        y = measure(op, batch, noise, key, relative=relative)
+        return jnp.mean(jnp.abs(jax.vmap(model)(y) - batch) ** 2)
+
+    return value
+
+
+def measure(op, images, noise: float, key, *, relative: bool = True) -> jax.Array:
+    """Noisy measurements ``A x_b + s_b n_b`` of a batch ``(B,) + op.in_shape`` (see
+    :func:`supervised_loss` for ``s_b``): ``(B,) + op.out_shape``."""
+    clean = jax.vmap(op)(images)
+    axes = tuple(range(1, clean.ndim))
+    scale = noise * (jnp.mean(jnp.abs(clean), axis=axes, keepdims=True) if relative else 1.0)
+    if jnp.iscomplexobj(clean):
+        k1, k2 = jax.random.split(key)
+        real = jnp.real(clean).dtype
+        n = (jax.random.normal(k1, clean.shape, real) + 1j * jax.random.normal(k2, clean.shape, real)) / np.sqrt(2)
+    else:
+        n = jax.random.normal(key, clean.shape, clean.dtype)
+    return clean + (scale * n).astype(clean.dtype)
 
 
 def denoising_validation(images, sigma: float, *, key) -> Callable:
