@@ -8,6 +8,8 @@
   or :class:`HQS` (plug-and-play), with the contraction factors of the convergence statement
   (:func:`admm_contraction`, :func:`hqs_contraction`, :func:`fbs_contraction`);
 * :class:`LearnedPrimalDual`: the unrolled learned primal-dual network (any operator);
+* :class:`DEQ`: a deep-equilibrium reconstruction (a certified contraction; Anderson forward,
+  implicit backward, memory independent of the iterations);
 * :func:`train`: a jitted optax loop, data-parallel over local devices, with atomic, resumable
   checkpoints; :func:`denoising_loss`, :func:`denoising_validation`, and
   :func:`reconstruction_loss` for bilevel learning through a solver (implicit derivatives);
@@ -18,6 +20,7 @@
 """
 
 from .data import BUNDLED, load_images, patch_data, patches, split, stack
+from .deq import DEQ, DEQStats, anderson
 from .dncnn import DnCNN, conv_operator_norm
 from .pretrained import available, load, metadata, pretrained, save
 from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
@@ -39,6 +42,8 @@ __all__ = [
     "BUNDLED",
     "CHECKPOINT_NAME",
     "ConvexRidge",
+    "DEQ",
+    "DEQStats",
     "DenoiserPrior",
     "DnCNN",
     "HQS",
@@ -47,6 +52,7 @@ __all__ = [
     "LinearSpline",
     "PnP",
     "admm_contraction",
+    "anderson",
     "available",
     "conv_operator_norm",
     "denoising_loss",

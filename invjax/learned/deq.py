@@ -75,7 +75,7 @@ import numpy as np
 from ..operators.base import LinearOperator, default_float
 from .dncnn import DnCNN
 
-__all__ = ["DEQ", "DEQStats", "anderson", "deq_loss"]
+__all__ = ["DEQ", "DEQStats", "anderson"]
 
 _WHO = "DEQ"
 _NORM_MARGIN = 1.01  # power iteration approaches ||A|| from below
@@ -325,7 +325,7 @@ class DEQ(eqx.Module):
     Training with :func:`~invjax.learned.train`: on batches of clean images ``(B, H, W)``,
 
     >>> model = DEQ(op, key=jax.random.key(0))
-    >>> model, hist = train(model, deq_loss(noise=0.05), data, optax.adam(1e-3), steps, key=k)
+    >>> model, hist = train(model, supervised_loss(op, 0.05), data, optax.adam(1e-3), steps, key=k)
 
     Raises:
         TypeError: ``op`` not a real ``LinearOperator``; non-float settings.
@@ -511,44 +511,3 @@ def _solve(model: DEQ, y, x0):
     x, res, iters = _equilibrium((params, y), x0, op, model._config())
     res = jax.lax.stop_gradient(res)
     return x, DEQStats(iterations=iters, residual=res, converged=res <= model.tol)
-
-
-# ---- training -----------------------------------------------------------------------------------
-def deq_loss(noise: float = 0.05, *, relative: bool = True) -> Callable:
-    r"""``loss(model, batch, key)`` for supervised training of a reconstruction network with
-    :func:`~invjax.learned.train`: the mean squared error
-
-    .. math:: \frac{1}{B} \sum_b \|\mathrm{model}(A x_b + \sigma_b n_b) - x_b\|^2 / (H W),
-              \qquad n_b \sim N(0, I),
-
-    over a batch of clean images ``x`` ``(B,) + op.in_shape`` with fresh noise from ``key``.
-    ``A`` is ``model.op``, so any model holding its operator and mapping data to an image works
-    (:class:`DEQ`, :class:`~invjax.learned.LearnedPrimalDual`).
-
-    Args:
-        noise: the noise level (``>= 0``, default 0.05).
-        relative: ``True`` (default): ``sigma_b = noise * mean |A x_b|`` per image (Adler & Öktem's
-            rule, 5 % of the mean absolute data); ``False``: ``sigma_b = noise``.
-    """
-    noise = float(noise)
-    if not (math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"deq_loss: `noise` must be a finite float >= 0, got {noise!r}")
-
-    def loss(model, batch, key):
-        batch = jnp.asarray(batch)
-        op = model.op
-        if tuple(batch.shape[1:]) != tuple(op.in_shape):
-            raise ValueError(
-                f"deq_loss: the batch must have shape (B,) + {tuple(op.in_shape)} (op.in_shape), got {batch.shape}"
-            )
-        y = _simulate(op, batch, key, noise, relative)
-        return jnp.mean((jax.vmap(model)(y) - batch) ** 2)
-
-    return loss
-
-
-def _simulate(op, batch, key, noise, relative):
-    """Noisy data ``A x_b + sigma_b n_b`` for a batch of images (see :func:`deq_loss`)."""
-    clean = jax.vmap(op.mv)(batch)
-    scale = jnp.mean(jnp.abs(clean), axis=tuple(range(1, clean.ndim)), keepdims=True) if relative else 1.0
-    return clean + noise * scale * jax.random.normal(key, clean.shape, clean.dtype)

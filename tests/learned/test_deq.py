@@ -10,7 +10,8 @@ import optax
 import pytest
 
 import invjax as ij
-from invjax.learned.deq import DEQ, _simulate, anderson, deq_loss
+from invjax.learned import measure, supervised_loss
+from invjax.learned.deq import DEQ, anderson
 from invjax.operators.base import LinearOperator
 
 
@@ -201,7 +202,7 @@ def _jacobian_norm(model, x, y, iters=100):
 def test_jit_and_vmap_agree_with_single_calls(tiny):
     op, model, _ = tiny
     xs = jnp.stack([jnp.asarray(_image(seed=s), jnp.float32) for s in range(3)])
-    ys = _simulate(op, xs, jax.random.PRNGKey(1), 0.05, True)
+    ys = measure(op, xs, 0.05, jax.random.PRNGKey(1))
     batch, stats = jax.jit(jax.vmap(model.solve))(ys)
     assert batch.shape == (3, 8, 8) and stats.iterations.shape == (3,) and bool(jnp.all(stats.converged))
     for i in range(3):
@@ -210,15 +211,15 @@ def test_jit_and_vmap_agree_with_single_calls(tiny):
         assert int(s.iterations) == int(stats.iterations[i])
 
 
-def test_deq_loss_simulates_relative_noise(tiny):
+def test_measure_simulates_relative_noise(tiny):
     op, _, _ = tiny
     xs = jnp.stack([jnp.asarray(_image(seed=s), jnp.float32) * (s + 1) for s in range(2)])
     key = jax.random.PRNGKey(2)
     clean = jax.vmap(op.mv)(xs)
     noise = jax.random.normal(key, clean.shape)
     scale = jnp.mean(jnp.abs(clean), axis=1, keepdims=True)
-    np.testing.assert_allclose(_simulate(op, xs, key, 0.05, True), clean + 0.05 * scale * noise, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(_simulate(op, xs, key, 0.05, False), clean + 0.05 * noise, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(measure(op, xs, 0.05, key), clean + 0.05 * scale * noise, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(measure(op, xs, 0.05, key, relative=False), clean + 0.05 * noise, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -226,12 +227,12 @@ def test_ct_vmap_and_training_steps():
     op = ij.operators.ParallelBeam2D((16, 16), np.linspace(0, np.pi, 8, endpoint=False))
     model = DEQ(op, width=8, depth=3, key=jax.random.PRNGKey(4))
     xs = ij.phantoms.random_ellipses(jax.random.PRNGKey(0), 16, 4)
-    ys = _simulate(op, xs, jax.random.PRNGKey(1), 0.05, True)
+    ys = measure(op, xs, 0.05, jax.random.PRNGKey(1))
     batch, stats = jax.jit(jax.vmap(model.solve))(ys)
     assert bool(jnp.all(stats.converged))
     np.testing.assert_allclose(batch[1], model(ys[1]), rtol=1e-4, atol=1e-5)
     data = lambda key, step: ij.phantoms.random_ellipses(key, 16, 4)  # noqa: E731
-    trained, hist = ij.learned.train(model, deq_loss(0.05), data, optax.adam(1e-3), 20, key=jax.random.PRNGKey(5),
+    trained, hist = ij.learned.train(model, supervised_loss(op, 0.05), data, optax.adam(1e-3), 20, key=jax.random.PRNGKey(5),
                                      progress=False)
     assert np.all(np.isfinite(hist.loss)) and hist.loss[-5:].mean() < hist.loss[:5].mean()
     assert trained.lipschitz_bound() == model.lipschitz_bound()
@@ -265,5 +266,5 @@ def test_bad_inputs_raise_clear_errors(tiny):
         DEQ(op, init="fbp", key=key)
     with pytest.raises(ValueError, match="`max_iters`"):
         DEQ(op, max_iters=0, key=key)
-    with pytest.raises(ValueError, match="deq_loss: the batch must have shape"):
-        deq_loss()(model, jnp.zeros((2, 8, 9)), key)
+    with pytest.raises(ValueError, match="supervised_loss: the batch must have shape"):
+        supervised_loss(op, 0.05)(model, jnp.zeros((2, 8, 9)), key)
