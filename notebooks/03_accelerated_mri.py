@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import invjax as ij
-from invjax.learned.mri_data import coil_sensitivities, variable_density_mask
+from invjax.learned import coil_sensitivities, variable_density_mask
 
 SIZE = int(os.environ.get("INVJAX_NOTEBOOK_SIZE", 128))
 x = ij.phantoms.mri_slice(SIZE).astype(jnp.complex64)

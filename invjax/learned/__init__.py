@@ -10,6 +10,9 @@
 * :class:`LearnedPrimalDual`: the unrolled learned primal-dual network (any operator);
 * :class:`DEQ`: a deep-equilibrium reconstruction (a certified contraction; Anderson forward,
   implicit backward, memory independent of the iterations);
+* :class:`MoDL`: model-based deep learning for MRI (a CNN denoiser and a CG data-consistency
+  step, weights shared over the iterations); MRI data without downloads: :func:`brain_slices`,
+  :func:`coil_sensitivities`, :func:`variable_density_mask`;
 * :func:`train`: a jitted optax loop, data-parallel over local devices, with atomic, resumable
   checkpoints; :func:`denoising_loss`, :func:`denoising_validation`, and
   :func:`reconstruction_loss` for bilevel learning through a solver (implicit derivatives);
@@ -22,6 +25,8 @@
 from .data import BUNDLED, load_images, patch_data, patches, split, stack
 from .deq import DEQ, DEQStats, anderson
 from .dncnn import DnCNN, conv_operator_norm
+from .modl import MoDL
+from .mri_data import brain_slices, coil_sensitivities, variable_density_mask
 from .pretrained import available, load, metadata, pretrained, save
 from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
 from .ridge import ConvexRidge
@@ -50,10 +55,13 @@ __all__ = [
     "History",
     "LearnedPrimalDual",
     "LinearSpline",
+    "MoDL",
     "PnP",
     "admm_contraction",
     "anderson",
     "available",
+    "brain_slices",
+    "coil_sensitivities",
     "conv_operator_norm",
     "denoising_loss",
     "denoising_validation",
@@ -72,4 +80,5 @@ __all__ = [
     "stack",
     "supervised_loss",
     "train",
+    "variable_density_mask",
 ]
