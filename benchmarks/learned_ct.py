@@ -109,12 +109,11 @@ def stage_train(kind, args):
     data = lambda key, step: draw(jax.random.fold_in(jax.random.fold_in(key, TRAIN_KEY), step))  # noqa: E731
     validate = validation(op, args.size)
     t0 = time.perf_counter()
-    prior = _read_json(folder / "run.json")
     model, hist = ij.learned.train(
         model, loss, data, optimizer, args.steps, key=jax.random.key(1), checkpoint_dir=folder,
         checkpoint_every=args.checkpoint_every, validate=validate, validate_every=args.checkpoint_every,
     )
-    wall = time.perf_counter() - t0 + (prior or {}).get("wall_s", 0.0) if prior and prior.get("steps_done", 0) < args.steps else time.perf_counter() - t0
+    wall = time.perf_counter() - t0  # this segment only: a resumed run adds its earlier segments at export
     ij.learned.save(folder / "model", model, {
         "trained_with": f"python benchmarks/learned_ct.py --stage train-{kind} --size {args.size} --steps {args.steps} "
                         f"--batch {args.batch} --lr {args.lr}",
@@ -130,6 +129,23 @@ def stage_train(kind, args):
     _log(f"{kind}: {len(hist.loss)} steps, validation PSNR {hist.validation[-1]:.2f} dB, wall {wall:.0f} s")
 
 
+def stage_export(args):
+    """Ship the trained LPD as package data: invjax/learned/weights/lpd-ct<size>.{eqx,json}."""
+    import invjax as ij
+
+    src = args.out / "lpd" / "model"
+    model = ij.learned.load(src)
+    meta = json.loads(src.with_suffix(".json").read_text())["metadata"]
+    if args.wall_s is not None:
+        meta["wall_s"] = args.wall_s
+    meta["note"] = args.note
+    meta["geometry"] = f"ParallelBeam2D(({args.size}, {args.size}), 30 equispaced angles in [0, pi))"
+    meta["exported_with"] = " ".join(["python benchmarks/learned_ct.py"] + sys.argv[1:])
+    dest = Path(ij.learned.__file__).parent / "weights" / f"lpd-ct{args.size}"
+    ij.learned.save(dest, model, meta)
+    _log(f"wrote {dest}.eqx ({dest.with_suffix('.eqx').stat().st_size / 1e6:.2f} MB)")
+
+
 def _read_json(path):
     try:
         return json.loads(Path(path).read_text())
@@ -139,7 +155,9 @@ def _read_json(path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stage", choices=("train-lpd", "train-deq", "evaluate"), required=True)
+    ap.add_argument("--stage", choices=("train-lpd", "train-deq", "evaluate", "export-lpd"), required=True)
+    ap.add_argument("--wall-s", type=float, default=None, help="export: total training wall time (resumed runs)")
+    ap.add_argument("--note", default="", help="export: a note kept in the shipped model's metadata")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=4)
@@ -162,6 +180,8 @@ def main(argv=None):
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if args.stage.startswith("train-"):
         stage_train(args.stage[6:], args)
+    elif args.stage == "export-lpd":
+        stage_export(args)
     else:
         stage_evaluate(args)
 
