@@ -73,7 +73,7 @@ def validation(op, size, count=16):
     clean = phantoms(VALID_KEY, size, count)
     data = ij.learned.measure(op, clean, NOISE, jax.random.key(11))
     score = eqx.filter_jit(lambda m: jax.numpy.mean(jax.vmap(lambda a, b: ij.metrics.psnr(a, b, data_range=1.0))(
-        m(data), clean)))
+        jax.vmap(m)(data), clean)))
     return lambda m: float(score(m))
 
 
@@ -274,7 +274,7 @@ def stage_evaluate(args):
             _log(f"{kind}: no trained model at {path}")
             continue
         net = ij.learned.load(path)
-        call = eqx.filter_jit(lambda m, y: m(y))
+        call = eqx.filter_jit(lambda m, y: jax.vmap(m)(y))
         out, secs = _timed(call, net, data)
         meta = json.loads(path.with_suffix(".json").read_text())["metadata"]
         record(kind, out, secs / len(data), training={k: meta[k] for k in ("steps", "batch", "wall_s", "trained_with")

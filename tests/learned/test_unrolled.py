@@ -176,3 +176,20 @@ def test_training_reduces_the_loss_and_resumes_bit_identically(tmp_path):
                                   progress=False)
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_shipped_lpd_ct64_reconstructs_shepp_logan_far_better_than_fbp():
+    assert "lpd-ct64" in ij.learned.available()
+    net = ij.learned.pretrained("lpd-ct64")
+    op = ij.operators.ParallelBeam2D((64, 64), np.linspace(0, np.pi, 30, endpoint=False))
+    assert net.op == op  # the documented geometry
+    meta = ij.learned.metadata("lpd-ct64")
+    assert meta["steps"] > 0 and "trained_with" in meta
+    x = jnp.stack([ij.phantoms.shepp_logan(64), ij.phantoms.random_ellipses(jax.random.key(9), 64, 1)[0]])
+    ys = ij.learned.measure(op, x, 0.05, jax.random.key(10))
+    out = eqx.filter_jit(jax.vmap(net))(ys)
+    for i in range(2):
+        fbp = float(ij.metrics.psnr(ij.operators.fbp(op, ys[i]), x[i], data_range=1.0))
+        lpd = float(ij.metrics.psnr(out[i], x[i], data_range=1.0))
+        assert lpd > fbp + 5, (i, lpd, fbp)
+    np.testing.assert_allclose(np.asarray(out[0]), np.asarray(net(ys[0])), rtol=1e-4, atol=1e-5)
