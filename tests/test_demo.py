@@ -129,7 +129,7 @@ def test_bench_really_starts_the_script():
 # ---- the pieces --------------------------------------------------------------------------------------
 def test_rules_pick_from_the_grid():
     sw = sweep.Sweep(weights=np.array([1.0, 2.0, 4.0, 8.0]), x=None, psnr=np.array([20.0, 25.0, 24.0, np.nan]),
-                     ssim=np.zeros(4), residual_ratio=np.array([0.5, 0.95, 1.2, 3.0]),
+                     residual_ratio=np.array([0.5, 0.95, 1.2, 3.0]),
                      sure=np.array([3.0, np.nan, 1.0, 2.0]), risk=np.zeros(4), iterations=1, seconds=0.0)
     assert sweep.pick_sure(sw) == 2  # NaN is skipped
     assert sweep.pick_discrepancy(sw) == 1  # |log 0.95| < |log 1.2|
@@ -208,7 +208,7 @@ def test_sure_is_unbiased_for_the_risk_it_estimates(kind):
         y = y0 + noise(k1, sigma)
         b = sweep.probe(k2, y)
         xs = jnp.stack([rec(y), rec(y + eps * b)])
-        _, sure, risk, _, _ = sweep._evaluate(op, jnp.abs if complex_data else (lambda v: v), weighting, y, b, xs,
+        _, sure, risk, _ = sweep._evaluate(op, jnp.abs if complex_data else (lambda v: v), weighting, y, b, xs,
                                               x, eps, s2, components, measured)
         return sure[0], risk[0]
 
