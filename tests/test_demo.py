@@ -228,7 +228,7 @@ def check_task(record, name, out: Path, seed: int = 0):
     rows = rec["rows"]
     methods = [(r["method"], r["rule"].split(" ")[0]) for r in rows]
     assert ("TV", "SURE") in methods and ("TV", "discrepancy") in methods and ("TV", "oracle") in methods
-    if name != "mri" and "crr-nn" in ij.learned.available():
+    if name in ("deblur", "inpaint") and "crr-nn" in ij.learned.available():
         assert ("CRR-NN", "SURE") in methods
     if name == "deblur" and "dncnn" in ij.learned.available():
         assert any(m == "PnP-DnCNN" for m, _ in methods)
