@@ -114,13 +114,14 @@ def stage_train(kind, args):
         checkpoint_every=args.checkpoint_every, validate=validate, validate_every=args.checkpoint_every,
     )
     wall = time.perf_counter() - t0  # this segment only: a resumed run adds its earlier segments at export
-    ij.learned.save(folder / "model", model, {
+    meta = {
         "trained_with": f"python benchmarks/learned_ct.py --stage train-{kind} --size {args.size} --steps {args.steps} "
                         f"--batch {args.batch} --lr {args.lr}",
         "steps": args.steps, "batch": args.batch, "wall_s": wall, "machine": _common.machine(),
         "data": f"random_ellipses, {args.size}², {ANGLES} angles, noise {NOISE} x mean|Ax|",
         "validation_psnr": hist.validation.tolist(), "validation_steps": hist.validation_steps.tolist(),
-    })
+    }
+    _save(folder / "model", model, meta)
     run = {"kind": kind, "size": args.size, "steps": args.steps, "steps_done": len(hist.loss), "batch": args.batch,
            "lr": args.lr, "wall_s": wall, "machine": _common.machine(),
            "loss": hist.loss.tolist(), "validation_steps": hist.validation_steps.tolist(),
@@ -144,6 +145,31 @@ def stage_export(args):
     dest = Path(ij.learned.__file__).parent / "weights" / f"lpd-ct{args.size}"
     ij.learned.save(dest, model, meta)
     _log(f"wrote {dest}.eqx ({dest.with_suffix('.eqx').stat().st_size / 1e6:.2f} MB)")
+
+
+def _save(path, model, meta):
+    """ij.learned.save where it knows the class (LPD); else the leaves and the metadata beside
+    them (DEQ: rebuilt by :func:`build` and filled by :func:`_load`)."""
+    import equinox as eqx
+
+    import invjax as ij
+
+    try:
+        ij.learned.save(path, model, meta)
+    except TypeError:
+        eqx.tree_serialise_leaves(path.with_suffix(".eqx"), model)
+        path.with_suffix(".json").write_text(json.dumps({"metadata": meta}))
+
+
+def _load(kind, path, op, args):
+    import equinox as eqx
+    import jax
+
+    import invjax as ij
+
+    if kind == "lpd":
+        return ij.learned.load(path)
+    return eqx.tree_deserialise_leaves(path.with_suffix(".eqx"), build(kind, op, args, jax.random.key(100)))
 
 
 def _read_json(path):
@@ -273,7 +299,7 @@ def stage_evaluate(args):
         if not path.with_suffix(".json").exists():
             _log(f"{kind}: no trained model at {path}")
             continue
-        net = ij.learned.load(path)
+        net = _load(kind, path, op, args)
         call = eqx.filter_jit(lambda m, y: jax.vmap(m)(y))
         out, secs = _timed(call, net, data)
         meta = json.loads(path.with_suffix(".json").read_text())["metadata"]
