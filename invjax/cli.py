@@ -26,14 +26,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int(kind: str, minimum: int):
+def _int(minimum: int):
+    """An argparse type: an integer ``>= minimum``."""
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {kind} (>= {minimum}), got {value}")
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
         return value
 
     return parse
@@ -48,12 +50,12 @@ def _parser() -> _Parser:
                     "(and the discrepancy principle) against the grid oracle, the shipped learned models. Prints a "
                     "table per task and its own wall time; writes demo.json, demo_<task>.png and demo_<task>.npz.")
     demo.add_argument("--task", default="all", choices=TASKS + ("all",), help="which problem (default: all)")
-    demo.add_argument("--size", type=_int(f"at least {MIN_SIZE}", 1), default=DEFAULT_SIZE,
+    demo.add_argument("--size", type=_int(MIN_SIZE), default=DEFAULT_SIZE,
                       help=f"image size N (N x N, N >= {MIN_SIZE}; default {DEFAULT_SIZE})")
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--seed", type=_int("non-negative", 0), default=0, help="seed of noise, masks, probes (default 0)")
-    demo.add_argument("--jobs", type=_int("positive", 1), default=None,
-                      help="worker processes (default: one per usable core, at most one per task)")
+    demo.add_argument("--seed", type=_int(0), default=0, help="seed of noise, masks, probes (default 0)")
+    demo.add_argument("--jobs", type=_int(1), default=None,
+                      help="processes, this one included (default: one per usable core, at most one per task)")
     demo.add_argument("--no-figure", action="store_true", help="skip the PNG panels")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     bench = sub.add_parser("bench", help="list the benchmark scripts, or run one and print its table",
@@ -87,12 +89,9 @@ def _writable(folder: str) -> str | None:
 
 
 def _demo(parser, args) -> int:
-    demo_parser = parser.commands["demo"]
-    if args.size < MIN_SIZE:
-        demo_parser.error(f"argument --size: must be at least {MIN_SIZE}, got {args.size}")
     problem = _writable(args.out)
     if problem:
-        demo_parser.error(problem)
+        parser.commands["demo"].error(problem)
     names = TASKS if args.task == "all" else (args.task,)
     try:
         run_demo(names, size=args.size, seed=args.seed, out=args.out, figure=not args.no_figure,
