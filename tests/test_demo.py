@@ -283,7 +283,8 @@ def test_demo_inpainting_end_to_end(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", tasks.TASKS)
 def test_every_task_at_size_64(name, tmp_path, monkeypatch):
-    if name == "ct" and run.LPD_NAME not in ij.learned.available():
+    shipped = run.LPD_NAME in ij.learned.available()
+    if name == "ct" and not shipped:
         # the shipped network has not landed: exercise its row with an untrained one
         fake = ij.learned.LearnedPrimalDual(tasks.ct_operator(64), key=jax.random.key(0))
         available, pretrained = ij.learned.available, ij.learned.pretrained
@@ -291,8 +292,15 @@ def test_every_task_at_size_64(name, tmp_path, monkeypatch):
         monkeypatch.setattr(ij.learned, "pretrained", lambda n: fake if n == run.LPD_NAME else pretrained(n))
     record = run.run_demo((name,), size=64, out=tmp_path, jobs=1, progress=False, figure=False)
     rec = check_task(record, name, tmp_path)
+    learned_rows = {r["method"]: r for r in rec["rows"] if "vs_tv_oracle_db" in r}
+    for method, r in learned_rows.items():
+        assert r["vs_tv_oracle_db"] == pytest.approx(r["psnr"] - rec["tv_auto"]["oracle_psnr"])
+        if shipped or method != "learned primal-dual":  # a shipped model is well above the baseline
+            assert r["psnr"] > rec["rows"][0]["psnr"] + 3, r
     if name == "ct":
-        assert any(r["method"] == "learned primal-dual" for r in rec["rows"])
+        lpd = learned_rows["learned primal-dual"]
+        if shipped:  # benchmarks/learned_ct.py: it beats TV at its oracle weight on Shepp-Logan (30.45 / 28.93 dB)
+            assert lpd["vs_tv_oracle_db"] > 0.5
 
 
 @pytest.mark.slow

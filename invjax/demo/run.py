@@ -230,7 +230,7 @@ def _stages(name, n, seed, out, draw, bar, t_task):
     bar.set_total(1 + 1 + len(task.variational) + (task.pnp is not None) + lpd_ok + 1)
     table = _Rows(x_true)
     rec = {"title": task.title, "size": n, "noise_sigma": task.sigma, "measured": task.measured,
-           "data_seconds": data_s, "notes": []}
+           "data_seconds": data_s, "notes": list(task.notes)}
 
     with bar.stage(task.baseline[0]):
         t = time.perf_counter()
