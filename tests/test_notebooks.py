@@ -77,7 +77,14 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+# the two notebooks that compile most (bilevel training; six gradient programs) run small only
+# in the slow suite: the default suite's 10-minute budget on 2 cores
+HEAVY = {"04_bilevel_learning.py", "05_differentiating_through_a_solver.py"}
+
+
+@pytest.mark.parametrize(
+    "name", [n if n not in HEAVY else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CHECKS)]
+)
 def test_notebook_runs_small(name):
     CHECKS[name](run(name, SMALL))
 

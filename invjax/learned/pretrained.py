@@ -151,7 +151,10 @@ def load(path):
         raise ValueError(f"load: {str(meta)!r} is not a saved model description ({err})") from None
     if record.get("format") != _FORMAT:
         raise ValueError(f"load: {str(meta)!r} has format {record.get('format')!r}, this invjax reads {_FORMAT}")
-    skeleton = _build(cls, config)
+    try:  # the structure without computing random weights (10 s for lpd-ct64 otherwise)
+        skeleton = eqx.filter_eval_shape(_build, cls, config)
+    except Exception:  # noqa: BLE001  (a constructor that needs concrete values: build it)
+        skeleton = _build(cls, config)
     try:
         return eqx.tree_deserialise_leaves(weights, skeleton)
     except Exception as err:  # equinox/numpy raise several types for truncated or mismatched files

@@ -61,7 +61,7 @@ def test_load_errors_name_the_file(tmp_path):
     (tmp_path / "m.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a saved model description"):
         ij.learned.load(tmp_path / "m")
-    with pytest.raises(TypeError, match="`model` must be a ConvexRidge or a DnCNN"):
+    with pytest.raises(TypeError, match="`model` must be a ConvexRidge, DnCNN or LearnedPrimalDual"):
         ij.learned.save(tmp_path / "x", object())
     with pytest.raises(ValueError, match=r"`name` must be one of \("):
         ij.learned.pretrained("no-such-model")
