@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -39,22 +40,26 @@ def _deblur(out):
     for model, rule in (("TV", "discrepancy"), ("TV", "SURE"), ("Tikhonov", "GCV")):
         assert rows[(model, "oracle")] - rows[(model, rule)] < 1.5, rows
     assert rows[("TV", "oracle")] > rows[("Tikhonov", "oracle")]
+    return rows
 
 
 def _ct(out):
     psnr = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^(.{24}) +([\d.]+) dB", out, re.M)}
     assert psnr["TV (discrepancy)"] > psnr["FBP"] + 3, psnr
+    return psnr
 
 
 def _mri(out):
     psnr = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^(.{24}) +([\d.]+) dB", out, re.M)}
     assert psnr["TV (oracle)"] > psnr["zero-filled"] + 1, psnr
+    return psnr
 
 
 def _bilevel(out):
     loss = re.search(r"loss ([\d.e+-]+) -> ([\d.e+-]+)", out)
     assert float(loss.group(2)) < float(loss.group(1))
     assert "per direction" in out
+    return {"loss": [float(loss.group(1)), float(loss.group(2))]}
 
 
 def _derivatives(out):
@@ -66,6 +71,7 @@ def _derivatives(out):
     assert float(implicit[-1][3]) < 0.2
     assert float(implicit[-1][4]) <= 1.05 * float(implicit[0][4])
     assert float(unroll[-1][4]) > 1.5 * float(unroll[0][4])
+    return {"rows": rows}
 
 
 CHECKS = {
@@ -87,10 +93,22 @@ HEAVY = {"02_sparse_view_ct.py", "03_accelerated_mri.py", "04_bilevel_learning.p
     "name", [n if n not in HEAVY else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CHECKS)]
 )
 def test_notebook_runs_small(name):
-    CHECKS[name](run(name, SMALL))
+    numbers = CHECKS[name](run(name, SMALL))
+    assert numbers and all(np.all(np.isfinite(v)) for v in _values(numbers))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_notebook_runs_at_default_size(name):
-    CHECKS[name](run(name, {}))
+    numbers = CHECKS[name](run(name, {}))
+    assert numbers and all(np.all(np.isfinite(v)) for v in _values(numbers))
+
+
+def _values(numbers):
+    """The numbers a check parsed from a notebook's output, as floats."""
+    for v in numbers.values():
+        if isinstance(v, list):
+            for item in v:
+                yield from ([float(x) for x in item[1:]] if isinstance(item, tuple) else [float(item)])
+        else:
+            yield float(v)
