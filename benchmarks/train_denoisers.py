@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,11 @@ def build(args, key):
     if args.model == "dncnn":
         model = ij.learned.DnCNN(depth=args.depth, width=args.width, noise_level_input=True, key=key)
         loss = ij.learned.denoising_loss((0.0, args.sigma_max / 255))
-        return model, loss, lambda m, y, s: m(y, s)
+        return model, loss, lambda m, y, s: m.denoise(y, s)
+    if args.model == "ffdnet":
+        model = ij.learned.FFDNet(depth=args.depth, width=args.width, key=key)
+        loss = ij.learned.denoising_loss((0.0, args.sigma_max / 255))
+        return model, loss, lambda m, y, s: m.denoise(y, s)
     sigma = args.sigma / 255
     weakly = args.model == "wcrr-nn"
     model = ij.learned.ConvexRidge(key=key, weakly_convex=weakly, strength=getattr(args, "strength", 1.0) / sigma**2,
@@ -77,7 +82,7 @@ def build(args, key):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=("dncnn", "crr-nn", "wcrr-nn"), required=True)
+    ap.add_argument("--model", choices=("dncnn", "ffdnet", "crr-nn", "wcrr-nn"), required=True)
     ap.add_argument("--data", type=Path, default=None, help="folder of grayscale images (default: scikit-image's)")
     ap.add_argument("--out", type=Path, required=True, help="checkpoint folder")
     ap.add_argument("--steps", type=int, default=20000)
@@ -97,6 +102,7 @@ def main(argv=None):
     ap.add_argument("--held-out", type=int, default=8, help="images kept out of training (the last by name)")
     ap.add_argument("--checkpoint-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--until", type=int, default=None, help="stop this call at this step (the schedule still spans --steps)")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.patch < 8 or args.held_out < 1:
         ap.error("--steps, --batch >= 1, --patch >= 8 and --held-out >= 1 are required")
@@ -129,7 +135,7 @@ def main(argv=None):
 
     schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=0.05)
     optimizer = optax.adam(schedule)
-    if args.model != "dncnn":
+    if args.model not in ("dncnn", "ffdnet"):
         # the strength lambda and the scale mu (logs) and the spline slopes learn with their own,
         # larger rates: with the filters' rate the splines stay near their linear start (no slope
         # had left 1 for 0 after 450 steps, a Wiener-like filter below TV) and the filters grow
@@ -143,26 +149,56 @@ def main(argv=None):
         optimizer = optax.multi_transform({"net": optimizer, "scalar": fast, "spline": spline}, labels)
     data = ij.learned.patch_data(train_images, args.patch, args.batch)
     args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    model, history = ij.learned.train(
-        model, loss, data, optimizer, args.steps, key=k_train, checkpoint_dir=args.out,
-        checkpoint_every=args.checkpoint_every, validate=lambda m: validate(_Denoiser(m)),
-    )
-    wall = time.time() - t0
-    previous = args.out / "run.json"
-    before = json.loads(previous.read_text()).get("wall_s_total", 0.0) if previous.exists() else 0.0
-    eqx.tree_serialise_leaves(args.out / "model.eqx", model)
-    record = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "machine": _common.machine(), "jax": jax.__version__, "wall_s_this_call": wall, "wall_s_total": before + wall, "steps": int(len(history.loss)),
-              "train_images": len(train_images), "held_out_images": len(held),
-              "noisy_psnr": validate.noisy_psnr, "validation_sigma": 25,
-              "loss": [float(v) for v in np.asarray(history.loss)[:: max(1, len(history.loss) // 500)]],
-              "validation_steps": [int(s) for s in history.validation_steps],
-              "validation_psnr": [float(v) for v in history.validation]}
-    (args.out / "run.json").write_text(json.dumps(record, indent=1))
-    print(f"{args.model}: {record['steps']} steps, {wall:.0f} s this call; held-out PSNR at sigma 25: "
-          f"{record['validation_psnr'][-1] if record['validation_psnr'] else float('nan'):.2f} dB "
-          f"(noisy {validate.noisy_psnr:.2f} dB); wrote {args.out}")
+    # the settings that define the run (all but where it is written, how often it checkpoints and
+    # when this call stops): resuming with another value of any of them is an error naming it
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if k not in ("out", "checkpoint_every", "until", "data")}
+    config["data"] = args.data.name if args.data is not None else "scikit-image"
+    run_file = args.out / "run.json"
+    record = json.loads(run_file.read_text()) if run_file.exists() else {}
+    segments = record.get("segments", [])
+    until = args.steps if args.until is None else min(args.until, args.steps)
+    # train in segments of checkpoint_every steps; after each, run.json records the curve and the
+    # accumulated wall time, and best.eqx holds the model with the best held-out PSNR so far
+    segment_start, t_call = None, time.time()
+    while True:
+        t0 = time.time()
+        target = min(until, (record.get("steps", 0) // args.checkpoint_every + 1) * args.checkpoint_every)
+        model_k, history = ij.learned.train(
+            model, loss, data, optimizer, target, key=k_train, checkpoint_dir=args.out,
+            checkpoint_every=args.checkpoint_every, validate=lambda m: validate(_Denoiser(m)), config=config,
+        )
+        wall = time.time() - t0
+        done = int(len(history.loss))
+        if segment_start is None:
+            segment_start = record.get("steps", 0)
+        record.update({
+            "config": config, "machine": _common.machine(), "jax": jax.__version__,
+            "wall_s_total": record.get("wall_s_total", 0.0) + wall, "steps": done,
+            "train_images": len(train_images), "held_out_images": len(held),
+            "noisy_psnr": validate.noisy_psnr, "validation_sigma": 25,
+            "loss": [float(v) for v in np.asarray(history.loss)[:: max(1, len(history.loss) // 500)]],
+            "validation_steps": [int(s) for s in history.validation_steps],
+            "validation_psnr": [float(v) for v in history.validation],
+        })
+        val = record["validation_psnr"]
+        if val and val[-1] >= max(val):
+            eqx.tree_serialise_leaves(args.out / "best.eqx", model_k)
+            record["best"] = {"step": record["validation_steps"][-1], "validation_psnr": val[-1]}
+        eqx.tree_serialise_leaves(args.out / "model.eqx", model_k)
+        record["segments"] = segments + [{"from_step": segment_start, "to_step": done,
+                                          "wall_s": time.time() - t_call, "cpu": _common.machine().get("cpu_model"),
+                                          "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                                          "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                                          "command": " ".join(sys.argv)}]
+        tmp = run_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(run_file)
+        print(f"{args.model}: step {done}, {record['wall_s_total']:.0f} s in all; held-out PSNR at sigma 25: "
+              f"{val[-1] if val else float('nan'):.2f} dB (noisy {validate.noisy_psnr:.2f} dB)", flush=True)
+        if done >= until or wall < 1e-3:
+            break
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@
 from .data import BUNDLED, load_images, patch_data, patches, split, stack
 from .deq import DEQ, DEQStats, anderson
 from .dncnn import DnCNN, conv_operator_norm
+from .ffdnet import FFDNet
 from .modl import MoDL
 from .mri_data import brain_slices, coil_sensitivities, variable_density_mask
 from .pretrained import available, load, metadata, pretrained, save
@@ -51,6 +52,7 @@ __all__ = [
     "DEQStats",
     "DenoiserPrior",
     "DnCNN",
+    "FFDNet",
     "HQS",
     "History",
     "LearnedPrimalDual",

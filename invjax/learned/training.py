@@ -69,19 +69,34 @@ def denoising_loss(sigma: float | tuple[float, float]) -> Callable:
               \qquad n_b \sim N(0, I),
 
     over a batch ``x`` of clean images ``(B, H, W)`` (or ``(B, C, H, W)``), with one noise level
-    ``sigma`` or ``sigma_b`` uniform in ``(sigma_min, sigma_max)`` per image (for a network with a
-    noise-level input). The model is called as ``model(noisy, sigma_b)``.
+    ``sigma`` or ``sigma_b`` uniform in ``(sigma_min, sigma_max]`` per image (for a network with a
+    noise-level input). The model is called as ``model.denoise(noisy, sigma_b)`` on the whole
+    batch (the denoiser contract: DnCNN, FFDNet, ConvexRidge, ...), or, for a plain callable
+    without ``denoise``, as ``jax.vmap(model)(noisy, sigma_b)``.
+
+    Args:
+        sigma: the noise standard deviation on the ``[0, 1]`` scale, ``> 0``, or a pair
+            ``0 <= sigma_min < sigma_max`` (levels drawn uniformly in ``(sigma_min, sigma_max]``,
+            never 0).
+
+    Example:
+        >>> loss = denoising_loss((0.0, 50 / 255))
+        >>> net = FFDNet(depth=4, width=16, key=jax.random.PRNGKey(0))
+        >>> value = loss(net, jnp.full((4, 32, 32), 0.5), jax.random.PRNGKey(1))   # a scalar
     """
     lo, hi = (sigma, sigma) if np.ndim(sigma) == 0 else tuple(sigma)
-    if not (0 <= lo <= hi):
-        raise ValueError(f"denoising_loss: `sigma` must be >= 0 or a pair 0 <= min <= max, got {sigma!r}")
+    if not (0 <= lo <= hi and hi > 0 and np.isfinite(hi)):
+        raise ValueError(
+            f"denoising_loss: `sigma` must be a finite float > 0 or a pair 0 <= min <= max with max > 0, got {sigma!r}"
+        )
 
     def loss(model, batch, key):
         k_n, k_s = jax.random.split(key)
         n = batch.shape[0]
-        s = jax.random.uniform(k_s, (n,), batch.dtype, lo, hi) if hi > lo else jnp.full((n,), lo, batch.dtype)
+        # uniform in (lo, hi]: a denoiser's noise level is > 0
+        s = hi - (hi - lo) * jax.random.uniform(k_s, (n,), batch.dtype) if hi > lo else jnp.full((n,), lo, batch.dtype)
         noisy = batch + s.reshape((-1,) + (1,) * (batch.ndim - 1)) * jax.random.normal(k_n, batch.shape, batch.dtype)
-        out = jax.vmap(model)(noisy, s)
+        out = model.denoise(noisy, s) if hasattr(model, "denoise") else jax.vmap(model)(noisy, s)
         return jnp.mean((out - batch) ** 2)
 
     return loss
@@ -184,13 +199,17 @@ def measure(op, images, noise: float, key, *, relative: bool = True) -> jax.Arra
 
 
 def denoising_validation(images, sigma: float, *, key) -> Callable:
-    """``validate(model) -> mean PSNR`` (dB, data range 1) of ``model(y, sigma)`` on noisy copies
+    """``validate(model) -> mean PSNR`` (dB, data range 1) of ``model.denoise(y, sigma)`` (or
+    ``model(y, sigma)`` for a plain callable) on noisy copies
     ``y = x + sigma n`` of held-out ``images`` (the noise drawn once from ``key``). The PSNR of the
     noisy inputs themselves is the attribute ``validate.noisy_psnr``."""
     clean = [jnp.asarray(im) for im in images]
     keys = jax.random.split(key, len(clean))
     noisy = [x + sigma * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(clean, keys)]
-    scores = eqx.filter_jit(lambda model, y, x: metrics.psnr(model(y, sigma), x, data_range=1.0))
+    def apply(model, y):
+        return model.denoise(y, sigma) if hasattr(model, "denoise") else model(y, sigma)
+
+    scores = eqx.filter_jit(lambda model, y, x: metrics.psnr(apply(model, y), x, data_range=1.0))
 
     def validate(model):
         return float(np.mean([scores(model, y, x) for y, x in zip(noisy, clean)]))
@@ -264,14 +283,66 @@ def _clean_temporaries(folder: Path):
 
 
 # ---- the loop -----------------------------------------------------------------------------------
-def _progress(total: int, initial: int, enabled: bool):
+class _PlainProgress:
+    """A line on stderr every ``every`` steps: the progress shown when tqdm is not installed."""
+
+    def __init__(self, total: int, initial: int, every: int):
+        import time
+
+        self.total, self.n, self.every, self.post = total, initial, every, {}
+        self._clock = time.monotonic
+        self.t0, self.n0 = self._clock(), initial
+
+    def set_postfix(self, post, refresh=False):
+        self.post = post
+
+    def update(self, k):
+        import sys
+
+        self.n += k
+        if self.n % self.every == 0 or self.n == self.total:
+            rate = (self._clock() - self.t0) / max(self.n - self.n0, 1)
+            extra = " ".join(f"{k}={v}" for k, v in self.post.items())
+            print(f"train: step {self.n}/{self.total} ({rate:.3g} s/step) {extra}", file=sys.stderr, flush=True)
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, initial: int, enabled: bool, every: int):
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return None
+        return _PlainProgress(total, initial, max(1, min(every, 100)))
     return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+
+
+def _jsonable(config):
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise TypeError(f"train: `config` must be a dict or None, got {type(config).__name__}")
+    try:
+        return json.loads(json.dumps(config, default=str))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"train: `config` must be JSON-serialisable ({err})") from err
+
+
+def _check_config(path: Path, saved, given):
+    """A resumed run must have the settings it was started with."""
+    given = _jsonable(given)
+    if saved is None or given is None:
+        return
+    keys = sorted(set(saved) | set(given))
+    diff = [k for k in keys if saved.get(k, "<missing>") != given.get(k, "<missing>")]
+    if diff:
+        shown = "; ".join(f"{k}: checkpoint {saved.get(k, '<missing>')!r}, now {given.get(k, '<missing>')!r}" for k in diff)
+        raise ValueError(
+            f"train: the checkpoint in {str(path)!r} was made with other settings ({shown}); resume with the "
+            "same settings, or start afresh in another checkpoint_dir (or delete this checkpoint)"
+        )
 
 
 def _sharding():
@@ -305,6 +376,7 @@ def train(
     validate: Callable[[Any], float] | None = None,
     validate_every: int | None = None,
     progress: bool = True,
+    config: dict | None = None,
 ):
     """Train ``model`` for ``steps`` optimisation steps; resumable (see the module docstring).
 
@@ -332,15 +404,21 @@ def train(
         validate: ``validate(model) -> float`` (e.g. :func:`denoising_validation`, a PSNR), run
             every ``validate_every`` steps and after the last step; shown in the progress bar.
         validate_every: default ``checkpoint_every``.
-        progress: a tqdm progress bar with the loss and the last validation value, if tqdm is
-            installed (it is optional); otherwise nothing is shown.
+        progress: a tqdm progress bar with the loss and the last validation value if tqdm is
+            installed (the ``train`` and ``test`` extras bring it), otherwise a plain line on
+            stderr every ``checkpoint_every`` steps; ``False``: silent.
+        config: the run's settings (a JSON-serialisable dict: learning rate, architecture, data,
+            ...), stored in the checkpoint. Resuming from a checkpoint whose ``config`` differs
+            raises ``ValueError`` naming the differing fields, so that a changed setting never
+            silently returns the old run (use another ``checkpoint_dir`` or delete it).
 
     Returns:
         ``(model, history)``: the trained model and a :class:`History`.
 
     Raises:
         ValueError: bad ``steps``/``checkpoint_every``, a batch size that is not a multiple of
-            the device count, or a checkpoint that does not match the model and optimizer.
+            the device count, or a checkpoint that does not match the model, the optimizer or
+            ``config``.
 
     Example:
         >>> net = DnCNN(depth=5, width=16, key=jax.random.PRNGKey(0))
@@ -375,6 +453,7 @@ def train(
         if path.exists():
             like = (model, opt_state, jnp.asarray(key_raw))
             (model, opt_state, saved_key), meta, history = _read_checkpoint(path, like)
+            _check_config(path, meta.get("config"), config)
             start = int(meta["step"])
             saved_key = np.asarray(saved_key)
             if not np.array_equal(saved_key, key_raw):
@@ -412,7 +491,7 @@ def train(
     def save(step):
         if path is None:
             return
-        meta = {"format": _FORMAT, "step": step, "typed_key": typed}
+        meta = {"format": _FORMAT, "step": step, "typed_key": typed, "config": _jsonable(config)}
         hist = {
             "loss": np.asarray(losses, np.float64),
             "validation_steps": np.asarray(val_steps, np.int64),
@@ -420,7 +499,7 @@ def train(
         }
         _write_checkpoint(path, (model, opt_state, jnp.asarray(key_raw)), meta, hist)
 
-    bar = _progress(steps, min(start, steps), progress)
+    bar = _progress(steps, min(start, steps), progress, checkpoint_every)
     try:
         for step in range(start, steps):
             data_key, loss_key = jax.random.split(jax.random.fold_in(key, step))
