@@ -1,6 +1,6 @@
 """The README's example runs as written, prints what the README says it prints, and its claims hold.
 
-The example's run costs about 20 s of CPU time (mostly compilation) and the checks another 10, too
+The example costs about 30 s of CPU time on one core (mostly compilation) and the checks another 10, too
 much for the default suite's budget: it is ``slow``. The default suite checks the block's length and
 that its printed output is in the README.
 """
