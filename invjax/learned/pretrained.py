@@ -374,7 +374,7 @@ def _check_name(name) -> str:
 
 def pretrained(name: str):
     """A shipped model by name (see :func:`available`; :func:`metadata` tells how each was
-    trained), loaded and hash-checked by :func:`load` (about 0.1 s).
+    trained), loaded and hash-checked by :func:`load` (milliseconds: no constructor runs).
 
     The shipped models and their contracts (images are float arrays on the ``[0, 1]`` scale;
     ``sigma`` is the noise standard deviation on that scale, ``0 < sigma <= 1``, e.g.
