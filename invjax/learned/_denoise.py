@@ -110,12 +110,10 @@ def check_images(y, *, channels: int, who: str):
     return out, batch
 
 
-def restore(x, batch, channels: int):
-    """Inverse of :func:`check_images`' reshaping: ``(B, C, H, W)`` back to the caller's layout."""
-    x = x if batch is not None else x[0]
-    if channels == 1:
-        x = x[:, 0] if batch is not None else x[0]
-    return x
+def restore(x, shape):
+    """Inverse of :func:`check_images`' reshaping: ``(B, C, H, W)`` back to the caller's
+    ``shape`` (every accepted layout is a reshape of it)."""
+    return jnp.reshape(x, shape)
 
 
 def batched(fn: Callable, y, sigma, *, image_ndim: int, who: str, sigma_required: bool = True, channels: int = 1):

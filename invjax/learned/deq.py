@@ -59,7 +59,7 @@ the same Anderson iteration (on a linear map Anderson with full memory is equiva
 Walker & Ni 2011), one vector-Jacobian product per iteration. Nothing of the forward iterations
 is stored: memory does not grow with ``max_iters``. The derivative is exact only at an exact
 fixed point; with ``tol`` it is accurate to about ``tol``. ``stats`` are not differentiated.
-Reverse mode only: the solve and the convolutions have custom VJPs (no ``jax.jvp``).
+Reverse mode only: the equilibrium solve has a custom VJP (no ``jax.jvp``).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import LinearOperator, default_float
+from ._conv import conv2d, hwio
 from .dncnn import DnCNN
 
 __all__ = ["DEQ", "DEQStats", "anderson"]
@@ -186,37 +187,6 @@ class _Config(NamedTuple):
     backward_tol: float
 
 
-_CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv_plain(h, w):
-    return jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=_CHANNELS_LAST)
-
-
-# A 3x3 "same" convolution, channels-last, whose input gradient is written as a forward
-# convolution with the flipped, transposed kernel. Why: inside a while loop XLA:CPU ran
-# channels-first convolutions, and JAX's own transposed convolution, ~30-40x slower than the
-# same convolution outside a loop (64x64, width 32); this form runs at full speed in the forward
-# and in the adjoint loop. (A custom VJP: forward-mode differentiation of the map is not supported.)
-@jax.custom_vjp
-def _conv(h, w):
-    return _conv_plain(h, w)
-
-
-def _conv_fwd(h, w):
-    return _conv_plain(h, w), (h, w)
-
-
-def _conv_bwd(res, g):
-    h, w = res
-    dh = _conv_plain(g, jnp.flip(w, (0, 1)).swapaxes(2, 3))  # odd kernel, symmetric padding: exact
-    dw = jax.vjp(lambda w: _conv_plain(h, w), w)[1](g)[0]  # dead code (removed) where unused
-    return dh, dw
-
-
-_conv.defvjp(_conv_fwd, _conv_bwd)
-
-
 def _map(params, x, y, op, cfg: _Config):
     """``f(x) = (1 - tau) z + tau c N(z)``, ``z = x - eta A^T (A x - y)``, with ``params`` the
     normalised weights, biases and ``eta`` (already in ``x``'s dtype)."""
@@ -224,7 +194,7 @@ def _map(params, x, y, op, cfg: _Config):
     z = x - eta * op.rmv(op.mv(x) - y).astype(x.dtype)
     h = z[None, :, :, None]
     for i, (w, b) in enumerate(zip(ws, bs)):
-        h = _conv(h, w) + b
+        h = conv2d(h, w, b)
         if i < len(ws) - 1:
             h = jax.nn.relu(h)
     return (1 - cfg.relaxation) * z + (cfg.relaxation * cfg.lipschitz) * h[0, :, :, 0]
@@ -432,8 +402,8 @@ class DEQ(eqx.Module):
     def _params(self, dtype):
         """The parameters as applied: normalised kernels (channels-last, ``(kh, kw, C_in, C_out)``),
         biases and ``eta``, in ``dtype``."""
-        # channels-last for the loop (see _conv)
-        ws = tuple(jnp.transpose(w, (2, 3, 1, 0)) for w in self.network.normalised_weights(dtype))
+        # channels-last for the loop (see invjax/learned/_conv.py)
+        ws = tuple(hwio(w) for w in self.network.normalised_weights(dtype))
         bs = tuple(b.astype(dtype) for b in self.network.biases)
         return ws, bs, self.step.astype(dtype)
 

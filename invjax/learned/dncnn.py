@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import concrete_or_none, default_float
-from ._denoise import batched
+from ._conv import conv2d, hwio
+from ._denoise import check_images, check_sigma, restore
 
 __all__ = ["DnCNN", "conv_operator_norm"]
 
@@ -115,14 +116,6 @@ def _phases(kh: int, kw: int, grid: int) -> np.ndarray:
     q2 = np.arange(2 * kw - 1) - (kw - 1)
     phase = w1[:, None, None, None] * q1[None, None, :, None] + w2[None, :, None, None] * q2[None, None, None, :]
     return phase.reshape(len(w1) * len(w2), len(q1) * len(q2))
-
-
-def _conv(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
-    """``(C_in, H, W) -> (C_out, H, W)``: cross-correlation with zero "same" padding, plus bias."""
-    out = jax.lax.conv_general_dilated(
-        x[None], w, window_strides=(1, 1), padding="SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
-    )[0]
-    return out if b is None else out + b[:, None, None]
 
 
 def _positive_int(value, name, minimum=1):
@@ -341,25 +334,48 @@ class DnCNN(eqx.Module):
                 non-finite or of the wrong shape.
             TypeError: ``sigma`` missing for a network with a noise-level input.
         """
-        ndim = 2 if self.channels == 1 else 3
-        if self.channels > 1 and jnp.ndim(y) in (3, 4) and jnp.shape(y)[-3] != self.channels:
-            raise ValueError(
-                f"DnCNN.denoise: `y` must have {self.channels} channels, shape ({self.channels}, H, W) or "
-                f"(B, {self.channels}, H, W), got shape {jnp.shape(y)}"
-            )
-        return batched(self, y, sigma, image_ndim=ndim, who="DnCNN.denoise", sigma_required=self.noise_level_input)
+        who = "DnCNN.denoise"
+        img, batch = check_images(y, channels=self.channels, who=who)
+        if sigma is None:
+            if self.noise_level_input:
+                raise TypeError(f"{who}: `sigma` (the noise standard deviation) is required, got None")
+            s = None
+        else:
+            s = check_sigma(sigma, who, None if batch is None else img.shape[0])
+            s = jnp.broadcast_to(jnp.asarray(s, img.dtype), (img.shape[0],))
+        return restore(_apply(self, img, s), jnp.shape(y))
+
+    def apply(self, img: jax.Array, sigma: jax.Array | None) -> jax.Array:
+        """The unchecked network on ``img`` ``(B, C, H, W)`` with ``sigma`` ``(B,)`` (or ``None``
+        for a blind network): the fast path used inside solvers and training."""
+        return _apply(self, img, sigma)
+
+
+def _apply(net: DnCNN, img, sigma):
+    if net.noise_level_input:
+        smap = jnp.broadcast_to(jnp.asarray(sigma, img.dtype)[:, None, None, None], (img.shape[0], 1) + img.shape[2:])
+    else:
+        smap = None
+    return img - _residual_batch(net, img, smap)
 
 
 @eqx.filter_jit  # one compiled program per call outside jit (op by op, the spectral norm is slow)
 def _residual(net: DnCNN, img: jax.Array, sigma_map: jax.Array | None) -> jax.Array:
     """``N`` on a checked ``(C, H, W)`` image and ``(1, H, W)`` noise map (or ``None``)."""
-    x = jnp.concatenate([img, sigma_map]) if net.noise_level_input else img
-    ws = net.normalised_weights(img.dtype)
-    bs = (None,) * len(ws) if net.biases is None else tuple(b.astype(img.dtype) for b in net.biases)
+    return _residual_batch(net, img[None], None if sigma_map is None else sigma_map[None])[0]
+
+
+def _residual_batch(net: DnCNN, imgs: jax.Array, sigma_maps: jax.Array | None) -> jax.Array:
+    """``N`` on ``(B, C, H, W)`` images and ``(B, 1, H, W)`` noise maps (or ``None``), computed
+    channels-last with :func:`~invjax.learned._conv.conv2d` (fast inside solver loops)."""
+    x = jnp.concatenate([imgs, sigma_maps], axis=1) if net.noise_level_input else imgs
+    x = jnp.moveaxis(x, 1, -1)
+    ws = net.normalised_weights(imgs.dtype)
+    bs = (None,) * len(ws) if net.biases is None else net.biases
     for i, (w, b) in enumerate(zip(ws, bs)):
-        x = _conv(x, w, b)
+        x = conv2d(x, hwio(w), b)
         if i < len(ws) - 1:
             x = jax.nn.relu(x)
     if net.spectral_norm and net.lipschitz != 1.0:
         x = net.lipschitz * x
-    return x
+    return jnp.moveaxis(x, -1, 1)

@@ -109,7 +109,7 @@ class FFDNet(eqx.Module):
             raise TypeError("FFDNet.denoise: `sigma` (the noise standard deviation) is required, got None")
         s = check_sigma(sigma, "FFDNet.denoise", None if batch is None else img.shape[0])
         s = jnp.broadcast_to(jnp.asarray(s, img.dtype), (img.shape[0],))
-        return restore(self.apply(img, s), batch, self.channels)
+        return restore(self.apply(img, s), jnp.shape(y))
 
     def __call__(self, y, sigma) -> jax.Array:
         """One image ``(H, W)`` / ``(C, H, W)`` (or a batch) at noise level ``sigma``: :meth:`denoise`."""

@@ -138,8 +138,18 @@ class DenoiserPrior(Functional):
         who = "DenoiserPrior.prox"
         v = as_input(v, who, "v", real=True)
         sigma = safe_sqrt(check_step(step, v, who))
-        fn = getattr(self.denoiser, "denoise", self.denoiser)
-        out = jnp.asarray(fn(v, sigma))
+        apply = getattr(self.denoiser, "apply", None)
+        channels = getattr(self.denoiser, "channels", None)
+        if callable(apply) and channels is not None and v.ndim in (2, 3):
+            # the network's unchecked batch path: no per-iteration input checks inside the loop
+            img = v[None, None] if v.ndim == 2 else v[None]
+            if img.shape[1] != channels:
+                raise ValueError(f"{who}: the denoiser takes {channels} channel(s); the image has shape {v.shape}")
+            out = apply(img, jnp.reshape(sigma, (1,)).astype(v.dtype))[0]
+            out = out[0] if v.ndim == 2 else out
+        else:
+            fn = getattr(self.denoiser, "denoise", self.denoiser)
+            out = jnp.asarray(fn(v, sigma))
         if out.shape != v.shape:
             raise ValueError(f"{who}: the denoiser must return the shape of its input {v.shape}, got {out.shape}")
         return out.astype(v.dtype)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import LinearOperator, default_float
+from ._conv import conv2d, hwio
 
 __all__ = ["LearnedPrimalDual"]
 
@@ -80,15 +81,6 @@ def _from_channels(ch: jax.Array, shape, complex_: bool) -> jax.Array:
     return ch.reshape((ch.shape[0],) + tuple(shape))
 
 
-def _conv(x, w, b):
-    """``(B, C_in, H, W) -> (B, C_out, H, W)``, zero "same" padding (batched natively: on CPU
-    a vmapped single-image convolution ran about 2x slower)."""
-    out = jax.lax.conv_general_dilated(
-        x, w, window_strides=(1, 1), padding="SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
-    )
-    return out + b[:, None, None]
-
-
 def _block_params(key, c_in, c_out, width, depth, dtype):
     """Weights of one CNN block: He-initialised hidden layers, the last layer scaled by 0.1
     so that the untrained network makes small updates (the iterations start near zero)."""
@@ -104,13 +96,16 @@ def _block_params(key, c_in, c_out, width, depth, dtype):
 
 
 def _block_apply(params, x):
+    """One CNN block on ``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``, computed channels-last
+    (:func:`~invjax.learned._conv.conv2d`; kernels stored ``(C_out, C_in, 3, 3)``)."""
     ws, bs, alphas = params
+    x = jnp.moveaxis(x, 1, -1)
     for i, (w, b) in enumerate(zip(ws, bs)):
-        x = _conv(x, w.astype(x.dtype), b.astype(x.dtype))
+        x = conv2d(x, hwio(w), b)
         if i < len(ws) - 1:
-            a = alphas[i].astype(x.dtype)[:, None, None]
+            a = alphas[i].astype(x.dtype)
             x = jnp.where(x >= 0, x, a * x)
-    return x
+    return jnp.moveaxis(x, -1, 1)
 
 
 class LearnedPrimalDual(eqx.Module):
