@@ -82,6 +82,11 @@ def main(argv=None):
                          "and wall times are recorded too, and counted in the totals")
     ap.add_argument("--note", default=None, help="a remark kept in the metadata (e.g. how a run was resumed)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "invjax" / "learned" / "weights")
+    ap.add_argument("--weights", choices=("best", "last"), default="best",
+                    help="the run's best.eqx (best held-out PSNR so far; the default when it exists) or model.eqx")
+    ap.add_argument("--only-if-better-than", default=None, metavar="NAME",
+                    help="export only if the run's held-out PSNR beats the one recorded for the shipped model NAME "
+                         "(e.g. the model it replaces, or itself): the campaign re-exports whenever it improves")
     args = ap.parse_args(argv)
 
     import equinox as eqx
@@ -90,12 +95,27 @@ def main(argv=None):
     import invjax as ij
 
     run = json.loads((args.run / "run.json").read_text())
-    settings = argparse.Namespace(**run["args"])
+    settings = argparse.Namespace(**run.get("args", run.get("config")))
     model, _, _ = train_denoisers.build(settings, jax.random.PRNGKey(0))
-    model = eqx.tree_deserialise_leaves(args.run / "model.eqx", model)
+    use_best = args.weights == "best" and (args.run / "best.eqx").exists()
+    weights_file = args.run / ("best.eqx" if use_best else "model.eqx")
+    model = eqx.tree_deserialise_leaves(weights_file, model)
+    if use_best:  # the curve up to the exported weights
+        run["validation_psnr_exported"] = run["best"]["validation_psnr"]
+    held_out = run["best"]["validation_psnr"] if use_best else run["validation_psnr"][-1]
+    if args.only_if_better_than is not None:
+        shipped = ij.learned.metadata(args.only_if_better_than)
+        rival = shipped.get("validation_psnr_exported") or (shipped.get("validation_psnr") or [-np.inf])[-1]
+        if not held_out > rival:
+            print(f"not exported: held-out PSNR {held_out:.3f} dB does not beat {args.only_if_better_than}'s {rival:.3f} dB")
+            return
+        print(f"held-out PSNR {held_out:.3f} dB beats {args.only_if_better_than}'s {rival:.3f} dB: exporting")
+
     def command(r):
+        if r.get("segments"):  # the command as typed (train_denoisers records it per segment)
+            return "python " + r["segments"][-1]["command"]
         return "python benchmarks/train_denoisers.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in r["args"].items() if v is not None
+            f"--{k.replace('_', '-')} {v}" for k, v in r.get("args", r.get("config")).items() if v is not None
         )
 
     earlier = [json.loads((d / "run.json").read_text()) for d in args.stages]
@@ -111,7 +131,11 @@ def main(argv=None):
         "train_images": run["train_images"], "held_out_images": run["held_out_images"],
         "validation_sigma": run["validation_sigma"], "validation_steps": run["validation_steps"],
         "validation_psnr": run["validation_psnr"], "noisy_psnr": run["noisy_psnr"],
+        "validation_psnr_exported": held_out, "exported_weights": weights_file.name,
+        "segments": run.get("segments", []),
     }
+    # one training process pinned to one core: wall time is CPU time
+    meta["cpu_hours"] = round(meta["wall_s"] / 3600, 3)
     if isinstance(model, ij.learned.ConvexRidge):
         images = ij.learned.load_images(args.data)[: args.calibration_images]
         table, scores = calibrate(model, images, args.levels)
