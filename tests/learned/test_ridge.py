@@ -541,7 +541,8 @@ def test_bad_inputs_raise_clear_errors():
             m.denoise(np.zeros((8, 8), np.float32), bad)
     with pytest.raises(ValueError, match=r"`sigma` must be a scalar or shape \(2,\) \(one per image\), got shape \(3,\)"):
         m.denoise(np.zeros((2, 8, 8), np.float32), np.ones(3))
-    with pytest.raises(ValueError, match=r"`y` must be one image \(H, W\) or a batch \(B, H, W\), got shape \(1, 2, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"`y` must have shape \(H, W\), \(B, H, W\), \(1, H, W\) or \(B, 1, H, W\) "
+                                         r"\(the model has 1 channel\(s\)\), got shape \(1, 2, 8, 8\)"):
         m.denoise(np.zeros((1, 2, 8, 8), np.float32), 0.1)
     with pytest.raises(ValueError, match="`strength` must be a finite scalar > 0"):
         ConvexRidge(key=jax.random.key(0), strength=0.0)
