@@ -389,10 +389,72 @@ def _fourier_filter(n_det: int, filter: str) -> tuple[int, np.ndarray]:
     return size, ramp * window
 
 
+# The filtered sinogram is resampled band-limited (FFT zero-padding) onto a grid this many
+# times finer before the backprojection interpolates it linearly. Linear interpolation from
+# the detector bins themselves (scikit-image's iradon) or the operator's adjoint (hat weights
+# narrower than a bin where |cos| < 1) attenuate and alias the top of the band, which the
+# ramp filter weights most: on a 255^2 Shepp-Logan with 180 angles the adjoint was 0.15 dB
+# below iradon with the ramp, the 4x grid is 0.75 dB above (0.5 to 1.2 dB for every filter).
+_FBP_UPSAMPLE = 4
+
+
+def _filter_upsampled(sinogram, filter, upsample):
+    """Filter each projection and sample the result at ``upsample`` points per bin.
+
+    Returns ``(n_angles, (K + 1) * upsample + 1)`` values at fractional bin positions
+    ``-1, -1 + 1/upsample, ..., K`` (one bin beyond the detector on each side, where the
+    non-local ramp response is still defined by the linear convolution: the padding is at
+    least ``2K``)."""
+    n_det = sinogram.shape[-1]
+    size, response = _fourier_filter(n_det, filter)
+    spectrum = jnp.fft.rfft(sinogram, n=size, axis=-1) * jnp.asarray(response, sinogram.dtype)
+    # The Nyquist bin of the length-`size` signal becomes an ordinary frequency of the longer
+    # one, counted twice (with its mirror): halve it so the fine samples at the bin centres
+    # equal the unpadded circular convolution.
+    if upsample > 1:
+        spectrum = spectrum.at[..., size // 2].multiply(0.5)
+    fine = jnp.fft.irfft(spectrum, n=size * upsample, axis=-1) * upsample
+    index = np.arange(-upsample, (n_det + 1) * upsample + 1) % (size * upsample)
+    return fine[..., jnp.asarray(index, jnp.int32)].astype(sinogram.dtype)
+
+
+def _interp_backproject(op, fine, upsample):
+    """``sum_a fine[a](p_a(i, j))``: linear interpolation of each filtered projection at every
+    pixel's detector position ``p = t / d`` (in bins), ``fine`` sampled ``upsample`` times per
+    bin from bin -1 (:func:`_filter_upsampled`); zero beyond its ends, as iradon."""
+    n, m = op.shape
+    dtype = fine.dtype
+    n_samples = fine.shape[-1]
+    scale = upsample / op.detector_spacing
+    angles = np.asarray(op.angles)
+    # t = x cos + y sin with y = -v (rows point down); in fine-sample units.
+    cos = jnp.asarray(np.cos(angles) * scale, dtype)
+    sin = jnp.asarray(-np.sin(angles) * scale, dtype)
+    x_j = jnp.asarray(np.arange(m) - (m - 1) / 2, dtype)
+    v_i = jnp.asarray(np.arange(n) - (n - 1) / 2, dtype)
+    origin = (op.n_detectors - 1) / 2 * upsample + upsample
+    padded = jnp.pad(fine, ((0, 0), (1, 1)))
+
+    def body(a, acc):
+        p = v_i[:, None] * sin[a] + (x_j[None, :] * cos[a] + origin)
+        base = jnp.floor(p)
+        frac = p - base
+        # shifted by the one zero padded in front; out-of-range positions read two zeros
+        k = jnp.clip(base.astype(jnp.int32), -1, n_samples) + 1
+        row = padded[a]
+        # mode="clip": k is already in range, and the default ("fill") checks each index
+        # (twice as slow on CPU)
+        left = row.at[k].get(mode="clip")
+        return acc + left + frac * (row.at[k + 1].get(mode="clip") - left)
+
+    return lax.fori_loop(0, len(angles), body, jnp.zeros((n, m), dtype))
+
+
 def fbp(op: ParallelBeam2D, sinogram: jax.Array, filter: str = "ramp") -> jax.Array:
     r"""Filtered back-projection for a :class:`ParallelBeam2D` sinogram.
 
-    .. math::  \hat x = \frac{\pi}{n_\text{angles}}\, A^\top\big( h * y \big)
+    .. math::  \hat x(i, j) = \frac{\pi}{n_\text{angles}\, d} \sum_a q_a\big(t_a(i, j) / d\big),
+               \qquad q_a = \mathcal{I}\big(h * y[a]\big)
 
     ``h`` is the band-limited ramp filter sampled in space (:math:`h[0] = 1/4`,
     :math:`h[n] = -1/(\pi n)^2` for odd ``n``, 0 for even ``n``; Kak & Slaney 1988, ch. 3),
@@ -400,10 +462,18 @@ def fbp(op: ParallelBeam2D, sinogram: jax.Array, filter: str = "ramp") -> jax.Ar
     count, optionally multiplied by a window of the normalised frequency ``f`` in
     ``[0, 1/2]``: Shepp-Logan :math:`\operatorname{sinc}(f)`, cosine :math:`\cos(\pi f)`,
     Hamming :math:`0.54 + 0.46\cos(2\pi f)`, Hann :math:`0.5 + 0.5\cos(2\pi f)`. The continuous
-    ramp filter on bins of width ``d`` is ``h / d^2`` times ``d`` (the quadrature weight) and
-    the adjoint interpolates bin values with weights that sum to ``1 / d``, so the detector
-    spacing cancels and the formula above holds for any ``d``. With angles spread uniformly
-    over ``[0, pi)`` this inverts the Radon transform up to discretisation.
+    ramp filter on bins of width ``d`` is ``h / d^2`` times ``d`` (the quadrature weight),
+    hence the ``1 / d``. Each filtered projection is resampled band-limited (FFT zero-padding)
+    at 4 points per bin and read by linear interpolation (:math:`\mathcal{I}`) at every
+    pixel's detector coordinate :math:`t_a(i, j) = x_j\cos\theta_a + y_i\sin\theta_a` (zero
+    beyond one bin outside the detector). Interpolating the bins themselves, as
+    ``skimage.transform.iradon`` does (same filter, same geometry: identical to it with one
+    point per bin), or backprojecting with ``op.T`` (hat weights narrower than a bin),
+    attenuates and aliases the top of the band, which the ramp weights most: on a 255²
+    Shepp-Logan with 180 angles this FBP is 0.75 dB (ramp) to 1.2 dB (Shepp-Logan window)
+    above iradon's. With angles spread uniformly over ``[0, pi)`` this inverts the Radon
+    transform up to discretisation. Linear in the sinogram and differentiable (the
+    interpolation's transpose is a scatter-add).
 
     Args:
         op: the :class:`ParallelBeam2D` operator that produced the sinogram.
@@ -433,8 +503,7 @@ def fbp(op: ParallelBeam2D, sinogram: jax.Array, filter: str = "ramp") -> jax.Ar
         raise TypeError(f"fbp: `sinogram` must be real, got {sinogram.dtype}")
     if not jnp.issubdtype(sinogram.dtype, jnp.floating):
         sinogram = sinogram.astype(op.dtype)
-    n_ang, n_det = op.out_shape
-    size, response = _fourier_filter(n_det, filter)
-    spectrum = jnp.fft.rfft(sinogram, n=size, axis=-1) * jnp.asarray(response, sinogram.dtype)
-    filtered = jnp.fft.irfft(spectrum, n=size, axis=-1)[:, :n_det].astype(sinogram.dtype)
-    return op.T(filtered) * jnp.asarray(np.pi / n_ang, sinogram.dtype)
+    n_ang = op.out_shape[0]
+    fine = _filter_upsampled(sinogram, filter, _FBP_UPSAMPLE)
+    image = _interp_backproject(op, fine, _FBP_UPSAMPLE)
+    return image * jnp.asarray(np.pi / (n_ang * op.detector_spacing), sinogram.dtype)
