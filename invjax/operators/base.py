@@ -117,6 +117,17 @@ class LinearOperator(eqx.Module):
         """``A^H A x``."""
         return self.rmv(self.mv(x))
 
+    @property
+    def n_measurements(self):
+        """How many entries of ``A x`` are really measured (the count ``m`` of a noise level's
+        ``E||n||^2 = m sigma^2``, used by the discrepancy principle and SURE).
+
+        Default ``prod(out_shape)`` (a Python int). Operators that keep unobserved entries as
+        zeros to keep shapes static (:class:`Mask`, :class:`CartesianMRI`) count only the
+        observed ones (a scalar array then: their mask may be traced).
+        """
+        return math.prod(self.out_shape)
+
     def gram_diagonal(self) -> jax.Array | None:
         """The diagonal of ``A^H A`` (shape ``in_shape``, real), or ``None`` where it is not cheap.
 
@@ -297,6 +308,10 @@ class Composed(LinearOperator):
     def out_dtype(self):
         return self.left.out_dtype
 
+    @property
+    def n_measurements(self):
+        return self.left.n_measurements  # the outer operator takes the measurements
+
     def mv(self, x):
         return self.left.mv(self.right.mv(x))
 
@@ -361,6 +376,10 @@ class _Rescaled(LinearOperator):
     @property
     def out_dtype(self):
         return self.op.out_dtype
+
+    @property
+    def n_measurements(self):
+        return self.op.n_measurements
 
 
 class Scaled(_Rescaled):

@@ -57,6 +57,11 @@ class Mask(LinearOperator):
     def dtype(self):
         return jnp.dtype(self._dtype)
 
+    @property
+    def n_measurements(self):
+        """The number of observed entries (nonzero mask entries), a scalar array."""
+        return jnp.sum(self.mask != 0)
+
     def mv(self, x):
         return x * self.mask.astype(jnp.finfo(x.dtype).dtype)
 

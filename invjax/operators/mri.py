@@ -81,6 +81,12 @@ class CartesianMRI(LinearOperator):
     def dtype(self):
         return jnp.dtype(self._dtype)
 
+    @property
+    def n_measurements(self):
+        """The sampled k-space entries (nonzero mask entries) times the coils, a scalar array."""
+        coils = 1 if self.sensitivities is None else self.sensitivities.shape[0]
+        return coils * jnp.sum(self.mask != 0)
+
     def _fft(self, x):
         if self.centered:
             x = jnp.fft.ifftshift(x, axes=(-2, -1))
