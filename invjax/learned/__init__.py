@@ -19,7 +19,9 @@
 * data without downloads: :func:`load_images` (a folder, or images bundled with scikit-image),
   :func:`split`, :func:`patches`, :func:`patch_data`;
 * models: :func:`save`, :func:`load`, and the shipped ones: :func:`available`,
-  :func:`pretrained`, :func:`metadata`.
+  :func:`pretrained`, :func:`metadata`; published weights from torch/MatConvNet files the user
+  has: :func:`import_weights` (DnCNN, CRR-NN, WCRR-NN; :func:`read_state_dict` reads a ``.pth``
+  without torch or arbitrary unpickling).
 """
 
 from .data import BUNDLED, load_images, patch_data, patches, split, stack
@@ -43,6 +45,7 @@ from .training import (
     train,
 )
 from .unrolled import LearnedPrimalDual
+from .zoo_import import import_weights, read_state_dict
 
 __all__ = [
     "BUNDLED",
@@ -69,6 +72,7 @@ __all__ = [
     "denoising_validation",
     "fbs_contraction",
     "hqs_contraction",
+    "import_weights",
     "load",
     "load_images",
     "measure",
@@ -76,6 +80,7 @@ __all__ = [
     "patch_data",
     "patches",
     "pretrained",
+    "read_state_dict",
     "reconstruction_loss",
     "save",
     "split",

@@ -1,0 +1,881 @@
+r"""Import published weights from the torch and MatConvNet ecosystems into invjax modules.
+
+``import_weights(kind, path)`` reads a file the user already has (nothing is downloaded, no
+third-party weights ship with invjax) and returns the invjax module computing the same function:
+
+* ``"dncnn"``: a PyTorch state dict of DnCNN (Zhang et al., IEEE TIP 2017) in the KAIR layout
+  (``model.0.weight``, ``model.2.weight``, ... as in ``dncnn_25.pth``, ``dncnn_50.pth``,
+  ``dncnn_color_blind.pth``), any ``<prefix>.<index>.weight`` sequential layout (the cszn
+  PyTorch port: ``dncnn.0.weight``, ...), or the DeepInverse layout (``in_conv``,
+  ``conv_list.<n>``, ``out_conv``; its network adds ``out_conv(...)`` to the input, so the last
+  layer is negated). Batch normalisation layers (``weight``, ``bias``, ``running_mean``,
+  ``running_var``) are folded into the preceding convolution:
+  ``w' = w g / sqrt(v + eps)``, ``b' = (b - m) g / sqrt(v + eps) + beta`` (``eps`` is not
+  stored in a state dict: ``bn_eps``, default torch's 1e-5; KAIR and the cszn port used 1e-4).
+  Result: :class:`~invjax.learned.DnCNN` (images on the ``[0, 1]`` scale).
+* ``"dncnn-matconvnet"``: the DnCNN authors' MatConvNet SimpleNN ``.mat`` files
+  (``net.layers{i}``; ``conv`` layers with ``weights{1}`` of MATLAB shape ``(kh, kw, C_in,
+  C_out)`` and ``weights{2}`` the bias, ``relu`` layers, ``bnorm`` layers folded with their
+  moments ``[mean, std]``). MATLAB v5/v7 files are read with ``scipy.io.loadmat``; the
+  released files are MATLAB v7.3 (HDF5) and need ``h5py``. The network predicts the noise
+  (``output = input - net(input)``), as invjax's DnCNN.
+* ``"crr-nn"`` / ``"wcrr-nn"``: the checkpoints of Goujon et al.'s CRR-NN
+  (``axgoujon/convex_ridge_regularizers``) and WCRR-NN (``axgoujon/weakly_convex_ridge_
+  regularizers``), mapped onto :class:`~invjax.learned.ConvexRidge` (see :func:`import_weights`
+  for the exact correspondence and where it differs).
+
+``.pth`` files are read **without torch** and without unpickling arbitrary objects: a
+restricted unpickler accepts only what a tensor state dict needs (``collections.OrderedDict``,
+``torch._utils._rebuild_tensor_v2``, ``torch._utils._rebuild_parameter`` and the
+``torch.<Type>Storage`` classes as markers) and refuses every other global by name; storages
+are read as numpy arrays from the zip (torch >= 1.6) or from the legacy stream that follows
+the pickle (older files, such as KAIR's). Strides and offsets are checked against the storage
+sizes before any view is taken.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import math
+import os
+import pickle
+import re
+import struct
+import warnings
+import zipfile
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["import_weights", "read_state_dict", "KINDS"]
+
+#: the kinds of file :func:`import_weights` reads
+KINDS = ("dncnn", "dncnn-matconvnet", "crr-nn", "wcrr-nn")
+
+WHO = "import_weights"
+
+# ------------------------------------------------------------------------------------------------
+# reading .pth files without torch
+# ------------------------------------------------------------------------------------------------
+_STORAGES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+
+class _StorageType:
+    """Marker standing for ``torch.<name>`` in a pickle (never called)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    @property
+    def itemsize(self):
+        return 2 if self.name == "BFloat16Storage" else np.dtype(_STORAGES[self.name]).itemsize
+
+
+class _Storage:
+    """A storage record (persistent id): its bytes are read when the tensors are built."""
+
+    __slots__ = ("kind", "key", "numel", "offset")
+
+    def __init__(self, kind, key, numel, offset=0):
+        self.kind, self.key, self.numel, self.offset = kind, key, numel, offset
+
+
+class _Tensor:
+    """A tensor record from ``_rebuild_tensor_v2``, resolved into a numpy array after loading."""
+
+    __slots__ = ("storage", "offset", "size", "stride")
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
+def _int_tuple(v, what, where):
+    if not isinstance(v, tuple) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        raise ValueError(f"{WHO}: {where}: malformed tensor record ({what} {v!r})")
+    return v
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    if not isinstance(storage, _Storage) or not isinstance(storage_offset, int):
+        raise ValueError(f"{WHO}: malformed tensor record (storage {type(storage).__name__}, offset {storage_offset!r})")
+    return _Tensor(storage, storage_offset, tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
+    if not isinstance(data, _Tensor):
+        raise ValueError(f"{WHO}: malformed parameter record ({type(data).__name__})")
+    return data
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Unpickles tensor state dicts only: every global outside :data:`_ALLOWED` and the storage
+    markers is refused (nothing from the file is imported or called)."""
+
+    def __init__(self, file, where, storage_record):
+        super().__init__(file)
+        self._where = where
+        self._record = storage_record
+
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and name in _STORAGES:
+            return _StorageType(name)
+        raise ValueError(
+            f"{WHO}: {self._where} refers to the global '{module}.{name}', which a tensor state dict does not "
+            "need; refused (invjax reads tensors, OrderedDicts and plain Python containers only and never "
+            "imports or runs code from a checkpoint). If the file holds a whole pickled model, re-save its "
+            "weights with torch.save(model.state_dict(), path)."
+        )
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise ValueError(f"{WHO}: {self._where}: unexpected persistent record {pid!r:.80}")
+        kind, key, _location, numel = pid[1:5]
+        if not isinstance(kind, _StorageType) or not isinstance(numel, int) or numel < 0:
+            raise ValueError(f"{WHO}: {self._where}: malformed storage record {pid!r:.120}")
+        return self._record(kind, str(key), numel, pid[5] if len(pid) == 6 else None)
+
+
+def _resolve(obj, fetch, where):
+    """Replace every :class:`_Tensor` in ``obj`` (dicts, lists, tuples) by a numpy array."""
+    if isinstance(obj, _Tensor):
+        return _materialise(obj, fetch, where)
+    if isinstance(obj, dict):
+        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        for k, v in obj.items():
+            out[k] = _resolve(v, fetch, where)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_resolve(v, fetch, where) for v in obj)
+    return obj
+
+
+def _materialise(t: _Tensor, fetch, where):
+    size = _int_tuple(t.size, "size", where)
+    stride = _int_tuple(t.stride, "stride", where)
+    if len(size) != len(stride) or any(n < 0 for n in size) or any(s < 0 for s in stride) or t.offset < 0:
+        raise ValueError(f"{WHO}: {where}: malformed tensor (size {size}, stride {stride}, offset {t.offset})")
+    flat = fetch(t.storage)
+    start = t.storage.offset + t.offset
+    if 0 in size:
+        return np.zeros(size, flat.dtype)
+    last = start + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= flat.size:
+        raise ValueError(
+            f"{WHO}: {where} is truncated or corrupted: a tensor of shape {size} needs element {last} of storage "
+            f"'{t.storage.key}', which holds {flat.size}"
+        )
+    view = np.lib.stride_tricks.as_strided(
+        flat[start:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False
+    )
+    return np.array(view)
+
+
+def _decode(raw: bytes, kind: _StorageType, numel: int, key: str, where: str, little: bool = True):
+    need = numel * kind.itemsize
+    if len(raw) < need:
+        raise ValueError(
+            f"{WHO}: {where} is truncated or corrupted: storage '{key}' holds {len(raw)} bytes, {need} expected"
+        )
+    order = "<" if little else ">"
+    if kind.name == "BFloat16Storage":
+        bits = np.frombuffer(raw[:need], order + "u2").astype(np.uint32) << 16
+        return bits.view(np.float32)
+    dtype = np.dtype(_STORAGES[kind.name]).newbyteorder(order) if kind.itemsize > 1 else np.dtype(_STORAGES[kind.name])
+    return np.frombuffer(raw[:need], dtype).astype(dtype.newbyteorder("="))
+
+
+def _read_zip(path: str, where: str):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+            if not pkl:
+                raise ValueError(f"{WHO}: {where} is a zip file but not a torch checkpoint (no data.pkl inside)")
+            prefix = pkl[0][: -len("data.pkl")]
+            little = True
+            if prefix + "byteorder" in names:
+                little = archive.read(prefix + "byteorder").strip() != b"big"
+            records = {}
+
+            def record(kind, key, numel, view):
+                records.setdefault(key, (kind, numel))
+                return _Storage(kind, key, numel)
+
+            obj = _Unpickler(io.BytesIO(archive.read(pkl[0])), where, record).load()
+            cache = {}
+
+            def fetch(storage):
+                if storage.key not in cache:
+                    name = f"{prefix}data/{storage.key}"
+                    if name not in names:
+                        raise ValueError(f"{WHO}: {where} is truncated or corrupted: storage '{name}' is missing")
+                    cache[storage.key] = _decode(archive.read(name), storage.kind, storage.numel, storage.key, where, little)
+                return cache[storage.key]
+
+            return _resolve(obj, fetch, where)
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{WHO}: {where} is truncated or corrupted (not a readable zip archive: {err})") from None
+    except (EOFError, pickle.UnpicklingError, struct.error) as err:
+        raise ValueError(f"{WHO}: {where} is truncated or corrupted ({type(err).__name__}: {err})") from None
+
+
+def _read_legacy(path: str, where: str):
+    """The pre-1.6 torch format: pickles of (magic, protocol, sys_info, object, storage keys), then
+    each storage as an int64 element count and its bytes."""
+    with open(path, "rb") as f:
+        try:
+            plain = lambda: _Unpickler(f, where, _no_storage).load()  # noqa: E731
+            magic, protocol, info = plain(), plain(), plain()
+            if magic != _LEGACY_MAGIC or protocol != _LEGACY_PROTOCOL or not isinstance(info, dict):
+                raise ValueError(f"{WHO}: {where} is not a torch checkpoint (wrong magic number)")
+            little = bool(info.get("little_endian", True))
+            roots = {}
+
+            def record(kind, key, numel, view):
+                roots.setdefault(key, (kind, numel))
+                if view is None:
+                    return _Storage(kind, key, numel)
+                view_key, offset, view_size = view
+                return _Storage(kind, key, int(view_size), int(offset))
+
+            obj = _Unpickler(f, where, record).load()
+            keys = _Unpickler(f, where, _no_storage).load()
+            if not isinstance(keys, list):
+                raise ValueError(f"{WHO}: {where} is not a torch checkpoint (no storage list)")
+            flats = {}
+            for key in keys:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise EOFError("storage header")
+                (numel,) = struct.unpack("<q" if little else ">q", head)
+                kind = roots.get(key, (None,))[0]
+                if kind is None or numel < 0:
+                    raise ValueError(f"{WHO}: {where} is corrupted: storage '{key}' is not declared")
+                flats[key] = _decode(f.read(numel * kind.itemsize), kind, numel, key, where, little)
+        except (EOFError, pickle.UnpicklingError, struct.error, TypeError, IndexError, AttributeError) as err:
+            raise ValueError(f"{WHO}: {where} is truncated or corrupted ({type(err).__name__}: {err})") from None
+
+    def fetch(storage):
+        if storage.key not in flats:
+            raise ValueError(f"{WHO}: {where} is truncated or corrupted: storage '{storage.key}' is missing")
+        return flats[storage.key]
+
+    return _resolve(obj, fetch, where)
+
+
+def _no_storage(kind, key, numel, view):
+    raise ValueError(f"{WHO}: unexpected storage record outside the state dict")
+
+
+def _read_torch(path) -> object:
+    """The object saved by ``torch.save`` with tensors as numpy arrays (restricted unpickling)."""
+    path = os.fspath(path)
+    where = f"'{path}'"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{WHO}: no such file {where}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK":
+        return _read_zip(path, where)
+    if head[:2] == b"\x80\x02":
+        return _read_legacy(path, where)
+    raise ValueError(f"{WHO}: {where} is not a torch checkpoint (neither a zip archive nor a legacy torch file)")
+
+
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "params", "params_ema")
+
+
+def _state_dict(obj, where) -> dict:
+    """The state dict inside a checkpoint: the object itself, or under a usual wrapper key;
+    a ``module.`` prefix (DataParallel) is removed."""
+    if isinstance(obj, dict) and obj and not all(isinstance(v, np.ndarray) for v in obj.values()):
+        for key in _WRAPPERS:
+            if isinstance(obj.get(key), dict):
+                return _state_dict(obj[key], where)
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, np.ndarray) for v in obj.values()):
+        shown = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(
+            f"{WHO}: {where} holds no state dict of tensors (found {shown}); expected a state dict or a dict "
+            f"wrapping one under one of {list(_WRAPPERS)}"
+        )
+    out = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+def read_state_dict(path) -> dict[str, np.ndarray]:
+    """The tensors of a PyTorch ``.pth``/``.pt`` checkpoint as numpy arrays, without torch.
+
+    Accepts a plain state dict or a dict wrapping one (``{"state_dict": ...}``,
+    ``{"model": ...}``, ...); a ``module.`` prefix is removed. Only tensors, ``OrderedDict``
+    and plain containers are unpickled: any other global in the file (a pickled model class,
+    ``os.system``, ...) raises ``ValueError`` naming it.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a torch file, truncated or corrupted (naming the file), a refused global.
+    """
+    path = os.fspath(path)
+    return _state_dict(_read_torch(path), f"'{path}'")
+
+
+# ------------------------------------------------------------------------------------------------
+# DnCNN
+# ------------------------------------------------------------------------------------------------
+class _Conv:
+    """One convolution of an imported network, with the names of its source entries."""
+
+    def __init__(self, name, w, b, bname=None):
+        self.name, self.w, self.b, self.bname = name, np.asarray(w, np.float64), b, bname
+        self.b = None if b is None else np.asarray(b, np.float64).ravel()
+
+
+def _fold_bn(conv: _Conv, gamma, beta, mean, var, eps, name):
+    c = conv.w.shape[0]
+    for what, v in (("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)):
+        if np.shape(v) != (c,):
+            raise ValueError(
+                f"{WHO}: '{name}.{what}' has shape {np.shape(v)} where the network expects ({c},) (the batch "
+                f"normalisation after '{conv.name}')"
+            )
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+    b = np.zeros(c) if conv.b is None else conv.b
+    conv.w = conv.w * scale[:, None, None, None]
+    conv.b = (b - np.asarray(mean, np.float64)) * scale + np.asarray(beta, np.float64)
+    conv.bname = f"{name}.bias"
+
+
+def _dncnn_layers_torch(sd: dict, bn_eps: float, where: str) -> list[_Conv]:
+    if "in_conv.weight" in sd:  # DeepInverse
+        expected = {"in_conv.weight", "in_conv.bias", "out_conv.weight", "out_conv.bias"}
+        names = ["in_conv"]
+        n = 0
+        while f"conv_list.{n}.weight" in sd:
+            names.append(f"conv_list.{n}")
+            n += 1
+        names.append("out_conv")
+        known = set(expected) | {f"{m}.{p}" for m in names for p in ("weight", "bias")}
+        for k in sd:
+            if k not in known:
+                raise ValueError(f"{WHO}: unexpected key '{k}' in {where} for a DeepInverse DnCNN")
+        if "out_conv.weight" not in sd:
+            raise ValueError(f"{WHO}: key 'out_conv.weight' missing in {where}")
+        convs = [_Conv(f"{m}.weight", sd[f"{m}.weight"], sd.get(f"{m}.bias"), f"{m}.bias") for m in names]
+        # DeepInverse returns x + out_conv(...): invjax's D(y) = y - N(y), so N = -out_conv
+        convs[-1].w = -convs[-1].w
+        if convs[-1].b is not None:
+            convs[-1].b = -convs[-1].b
+        return convs
+    pattern = re.compile(r"^(?:(.*)\.)?(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+    modules: dict[int, dict] = {}
+    prefix = None
+    for k, v in sd.items():
+        m = pattern.match(k)
+        if m is None or (prefix is not None and m.group(1) != prefix):
+            raise ValueError(
+                f"{WHO}: unexpected key '{k}' in {where}: a DnCNN state dict has keys '<prefix>.<index>.weight' "
+                "(KAIR: 'model.0.weight', ...) or 'in_conv.weight', 'conv_list.<n>.weight', 'out_conv.weight' "
+                "(DeepInverse)"
+            )
+        prefix = m.group(1)
+        modules.setdefault(int(m.group(2)), {})[m.group(3)] = (k, v)
+    head = "" if prefix is None else prefix + "."
+    convs: list[_Conv] = []
+    for idx in sorted(modules):
+        p = modules[idx]
+        name = f"{head}{idx}"
+        if "running_mean" in p or "running_var" in p:
+            missing = [q for q in ("weight", "bias", "running_mean", "running_var") if q not in p]
+            if missing:
+                raise ValueError(f"{WHO}: key '{name}.{missing[0]}' missing in {where} (batch normalisation '{name}')")
+            if not convs:
+                raise ValueError(f"{WHO}: batch normalisation '{name}' in {where} has no convolution before it")
+            _fold_bn(convs[-1], p["weight"][1], p["bias"][1], p["running_mean"][1], p["running_var"][1], bn_eps, name)
+        elif "weight" in p:
+            if np.ndim(p["weight"][1]) != 4:
+                raise ValueError(
+                    f"{WHO}: '{name}.weight' has shape {np.shape(p['weight'][1])} where the network expects a "
+                    "convolution kernel (C_out, C_in, 3, 3) or a batch normalisation with running statistics"
+                )
+            convs.append(_Conv(f"{name}.weight", p["weight"][1], p["bias"][1] if "bias" in p else None, f"{name}.bias"))
+        else:
+            raise ValueError(f"{WHO}: key '{name}.weight' missing in {where}")
+    if not convs:
+        raise ValueError(f"{WHO}: no convolution found in {where}")
+    return convs
+
+
+def _build_dncnn(convs: list[_Conv], dtype):
+    from .dncnn import DnCNN
+
+    first = convs[0].w
+    if first.ndim != 4:
+        raise ValueError(f"{WHO}: '{convs[0].name}' has shape {first.shape} where the network expects (C_out, C_in, 3, 3)")
+    channels = first.shape[1]
+    width = first.shape[0] if len(convs) > 1 else channels
+    depth = len(convs)
+    for i, conv in enumerate(convs):
+        c_in = channels if i == 0 else width
+        c_out = channels if i == depth - 1 else width
+        want = (c_out, c_in, 3, 3)
+        if conv.w.shape != want:
+            hint = ""
+            if i == depth - 1 and conv.w.shape[1:] == want[1:]:
+                hint = (
+                    f" (a DnCNN maps {channels} channel(s) to as many; a network with a noise-map input and a direct "
+                    "output, such as FDnCNN, is not a residual DnCNN)"
+                )
+            raise ValueError(f"{WHO}: '{conv.name}' has shape {conv.w.shape} where the network expects {want}{hint}")
+        if conv.b is not None and conv.b.shape != (c_out,):
+            raise ValueError(f"{WHO}: '{conv.bname}' has shape {conv.b.shape} where the network expects ({c_out},)")
+        if not np.all(np.isfinite(conv.w)) or (conv.b is not None and not np.all(np.isfinite(conv.b))):
+            raise ValueError(f"{WHO}: '{conv.name}' (or its bias) has non-finite values")
+    bias = any(c.b is not None for c in convs)
+    skeleton = eqx.filter_eval_shape(lambda: DnCNN(channels, depth, width, bias=bias, key=jax.random.PRNGKey(0)))
+    ws = tuple(jnp.asarray(c.w, dtype) for c in convs)
+    new = [ws]
+    if bias:
+        new.append(tuple(jnp.asarray(np.zeros(c.w.shape[0]) if c.b is None else c.b, dtype) for c in convs))
+        return eqx.tree_at(lambda m: (m.weights, m.biases), skeleton, tuple(new))
+    return eqx.tree_at(lambda m: m.weights, skeleton, ws)
+
+
+# ---- MatConvNet ---------------------------------------------------------------------------------
+def _mat_layers(path: str, where: str) -> list[dict]:
+    """``net.layers`` of a MatConvNet SimpleNN file as dicts ``{"type", "weights", "name"}``
+    with arrays in MATLAB's index order."""
+    with open(path, "rb") as f:
+        head = f.read(128)
+    if head.startswith(b"MATLAB 7.3") or head[:8] == b"\x89HDF\r\n\x1a\n":
+        return _mat_layers_hdf5(path, where)
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
+    except Exception as err:  # scipy raises several types for broken files
+        raise ValueError(f"{WHO}: {where} is not a readable MATLAB file ({type(err).__name__}: {err})") from None
+    net = mat.get("net")
+    if net is None or net.dtype.names is None or "layers" not in net.dtype.names:
+        raise ValueError(f"{WHO}: {where} has no MatConvNet SimpleNN network (a variable 'net' with 'layers')")
+    cells = np.asarray(net[0, 0]["layers"]).ravel()
+    layers = []
+    for i, cell in enumerate(cells):
+        s = cell[0, 0] if isinstance(cell, np.ndarray) and cell.dtype.names is None else cell
+        s = np.asarray(s).ravel()[0]
+        names = s.dtype.names or ()
+        typ = "".join(np.asarray(s["type"]).ravel().tolist()) if "type" in names else ""
+        weights = []
+        if "weights" in names:
+            weights = [np.asarray(w) for w in np.asarray(s["weights"]).ravel()]
+        name = "".join(np.asarray(s["name"]).ravel().tolist()) if "name" in names and np.asarray(s["name"]).size else ""
+        layers.append({"type": typ, "weights": weights, "name": name or f"layers{{{i + 1}}}"})
+    return layers
+
+
+def _mat_layers_hdf5(path: str, where: str) -> list[dict]:
+    try:
+        import h5py
+    except ImportError:
+        raise ValueError(
+            f"{WHO}: {where} is a MATLAB v7.3 (HDF5) file, which needs h5py: pip install h5py (or re-save it in "
+            "MATLAB with save(..., '-v7'))"
+        ) from None
+    try:
+        with h5py.File(path, "r") as f:
+            if "net" not in f or "layers" not in f["net"]:
+                raise ValueError(f"{WHO}: {where} has no MatConvNet SimpleNN network (a variable 'net' with 'layers')")
+            refs = np.asarray(f["net"]["layers"]).ravel()
+            layers = []
+            for i, ref in enumerate(refs):
+                g = f[ref]
+                text = lambda d: "".join(chr(c) for c in np.asarray(d).ravel())  # noqa: E731  (uint16 chars)
+                typ = text(g["type"]) if "type" in g else ""
+                weights = []
+                if "weights" in g:
+                    w = np.asarray(g["weights"])
+                    if w.dtype == object:
+                        for r in w.ravel():
+                            weights.append(np.asarray(f[r]).T)  # HDF5 holds MATLAB arrays transposed
+                name = text(g["name"]) if "name" in g and np.asarray(g["name"]).dtype != object else ""
+                layers.append({"type": typ, "weights": weights, "name": name or f"layers{{{i + 1}}}"})
+            return layers
+    except OSError as err:
+        raise ValueError(f"{WHO}: {where} is truncated or corrupted ({err})") from None
+
+
+def _matconvnet_convs(layers: list[dict], where: str) -> list[_Conv]:
+    convs: list[_Conv] = []
+    for i, layer in enumerate(layers):
+        typ, ws, name = layer["type"], layer["weights"], layer["name"]
+        label = f"net.layers{{{i + 1}}} ({name}, type '{typ}')"
+        if typ == "conv":
+            if not ws:
+                raise ValueError(f"{WHO}: {label} in {where} has no weights")
+            w = np.asarray(ws[0], np.float64)
+            if w.ndim == 2:
+                w = w[:, :, None, None]
+            elif w.ndim == 3:  # MATLAB drops trailing singleton dimensions: (kh, kw, C_in, 1)
+                w = w[..., None]
+            if w.ndim != 4:
+                raise ValueError(f"{WHO}: {label}.weights{{1}} has shape {w.shape} where the network expects (3, 3, C_in, C_out)")
+            b = np.asarray(ws[1], np.float64).ravel() if len(ws) > 1 and np.size(ws[1]) else None
+            # MATLAB (kh, kw, C_in, C_out) -> (C_out, C_in, kh, kw); MatConvNet correlates, as invjax
+            convs.append(_Conv(f"net.layers{{{i + 1}}}.weights{{1}}", w.transpose(3, 2, 0, 1), b, f"net.layers{{{i + 1}}}.weights{{2}}"))
+        elif typ == "bnorm":
+            if not convs:
+                raise ValueError(f"{WHO}: {label} in {where} has no convolution before it")
+            if len(ws) < 3:
+                raise ValueError(f"{WHO}: {label} in {where} needs weights {{multipliers, biases, moments}}")
+            g, b, moments = (np.asarray(v, np.float64) for v in ws[:3])
+            c = convs[-1].w.shape[0]
+            moments = moments.reshape(c, 2) if moments.size == 2 * c else moments
+            if moments.shape != (c, 2):
+                raise ValueError(f"{WHO}: {label}.weights{{3}} has shape {moments.shape} where the network expects ({c}, 2)")
+            # MatConvNet's moments are [mean, standard deviation]: y = g (x - m) / s + b
+            _fold_bn(convs[-1], g.ravel(), b.ravel(), moments[:, 0], moments[:, 1] ** 2, 0.0, f"net.layers{{{i + 1}}}")
+        elif typ == "relu":
+            if not convs:
+                raise ValueError(f"{WHO}: {label} in {where} comes before any convolution")
+        elif typ in ("loss", "euclideanloss", "softmaxloss", "pdist", "dropout") or not ws:
+            continue  # training-only layers
+        else:
+            raise ValueError(f"{WHO}: {label} in {where} is not part of a DnCNN (conv, bnorm and relu layers)")
+    if not convs:
+        raise ValueError(f"{WHO}: no convolution layers in {where}")
+    return convs
+
+
+# ------------------------------------------------------------------------------------------------
+# CRR-NN and WCRR-NN
+# ------------------------------------------------------------------------------------------------
+def _config(config, ckpt, where):
+    if config is None:
+        return ckpt.get("config") if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else {}
+    if isinstance(config, (str, os.PathLike)):
+        with open(config) as f:
+            return json.load(f)
+    if isinstance(config, dict):
+        return config
+    raise TypeError(f"{WHO}: `config` must be None, a dict or the path of the authors' config.json, got {config!r}")
+
+
+def _get(sd, key, where, ndim=None):
+    if key not in sd:
+        raise ValueError(f"{WHO}: key '{key}' missing in {where}")
+    v = np.asarray(sd[key], np.float64)
+    if ndim is not None and v.ndim != ndim:
+        raise ValueError(f"{WHO}: '{key}' has {v.ndim} dimensions where the network expects {ndim}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{WHO}: '{key}' has non-finite values")
+    return v
+
+
+def _conv_stack(sd, where, zero_mean_all):
+    """The multi-convolution's kernels ``(C_out, C_in, k, k)``, each padded to the largest ``k``
+    (a zero border does not change a correlation), with the authors' zero-mean parametrisation
+    applied (every layer for CRR-NN, the first for WCRR-NN)."""
+    kernels, names = [], []
+    n = 0
+    while True:
+        base = f"conv_layer.conv_layers.{n}"
+        for key in (f"{base}.parametrizations.weight.original", f"{base}.weight"):
+            if key in sd:
+                break
+        else:
+            break
+        w = _get(sd, key, where, 4)
+        if w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0:
+            raise ValueError(f"{WHO}: '{key}' has shape {w.shape} where the network expects square odd kernels")
+        if n > 0 and w.shape[1] != kernels[-1].shape[0]:
+            want = (w.shape[0], kernels[-1].shape[0]) + w.shape[2:]
+            raise ValueError(f"{WHO}: '{key}' has shape {w.shape} where the network expects {want}")
+        if n == 0 and w.shape[1] != 1:
+            raise ValueError(f"{WHO}: '{key}' has shape {w.shape} where the network expects {(w.shape[0], 1) + w.shape[2:]}")
+        if ".parametrizations." in key and (zero_mean_all or n == 0):
+            w = w - w.mean(axis=(1, 2, 3), keepdims=True)
+        kernels.append(w)
+        names.append(key)
+        n += 1
+    if not kernels:
+        raise ValueError(f"{WHO}: key 'conv_layer.conv_layers.0.parametrizations.weight.original' missing in {where}")
+    k = max(w.shape[-1] for w in kernels)
+    padded = []
+    for w in kernels:
+        p = (k - w.shape[-1]) // 2
+        padded.append(np.pad(w, ((0, 0), (0, 0), (p, p), (p, p))))
+    return padded, names
+
+
+def _ridge(kernels, slopes, knots, spline_range, weakly_convex, strength, scale, dtype):
+    from .ridge import ConvexRidge
+
+    channels = (1,) + tuple(int(w.shape[0]) for w in kernels)
+    k = int(kernels[0].shape[-1])
+    # built concretely (its constructor checks concrete values; the random filters cost milliseconds)
+    skeleton = ConvexRidge(
+        key=jax.random.PRNGKey(0), channels=channels, kernel_size=k, knots=int(knots), spline_range=float(spline_range),
+        weakly_convex=weakly_convex,
+    )
+    leaves = (
+        tuple(jnp.asarray(w, dtype) for w in kernels),
+        jnp.asarray(slopes, dtype),
+        jnp.asarray(math.log(strength), dtype),
+        jnp.asarray(math.log(scale), dtype),
+    )
+    return eqx.tree_at(lambda m: (m.kernels, m.spline.raw_slopes, m.log_strength, m.log_scale), skeleton, leaves)
+
+
+def _crr(ckpt, sd, config, sigma, where, dtype):
+    kernels, _ = _conv_stack(sd, where, zero_mean_all=True)
+    c = kernels[-1].shape[0]
+    coeffs = _get(sd, "activation.coefficients_vect", where, 1)
+    act = config.get("activation_params", {})
+    if coeffs.size % c:
+        raise ValueError(
+            f"{WHO}: 'activation.coefficients_vect' has shape {coeffs.shape} where the network expects "
+            f"({c} * knots,) ({c} splines, one per filter)"
+        )
+    m = coeffs.size // c
+    if "n_knots" in act and int(act["n_knots"]) != m:
+        raise ValueError(f"{WHO}: 'activation.coefficients_vect' has {m} knots per spline, the config says {act['n_knots']}")
+    if m % 2 == 0 or m < 3:
+        raise ValueError(f"{WHO}: the splines have {m} knots; invjax's splines need an odd number >= 3 (0 is a knot)")
+    r = float(act.get("knots_range", 0.1))
+    delta = 2 * r / (m - 1)
+    cs = coeffs.reshape(c, m)
+    # the authors' monotonic projection: slopes clipped at 0, the two end intervals flat
+    slopes = np.maximum(np.diff(cs, axis=1), 0) / delta
+    slopes[:, 0] = 0
+    slopes[:, -1] = 0
+    a = max(1.0, float(slopes.max()))
+    lmbd = max(float(_get(sd, "lmbd", where)), 1e-4)
+    mu = max(float(_get(sd, "mu", where)), 0.01)
+    if sigma is None:
+        if "sigma" not in config:
+            raise ValueError(
+                f"{WHO}: the training noise level of {where} is unknown (no 'sigma' in its config): pass sigma= "
+                "(on the [0, 1] scale, e.g. 25 / 255) or config= (the authors' config.json)"
+            )
+        sigma = float(config["sigma"]) / 255
+    sigma = _check_level(sigma)
+    strength = lmbd * mu * a / sigma**2
+    return _ridge(kernels, slopes / a, m, r, False, strength, mu, dtype)
+
+
+def _spline_values(coeffs, x_min, x_max, x):
+    """The authors' linear spline (values at uniform knots, linear extrapolation) at ``x``."""
+    m = coeffs.shape[-1]
+    step = (x_max - x_min) / (m - 1)
+    idx = np.clip(np.floor((x - x_min) / step), 0, m - 2).astype(int)
+    frac = (x - x_min) / step - idx
+    return coeffs[..., idx] * (1 - frac) + coeffs[..., idx + 1] * frac
+
+
+def _clipped(coeffs, step, lo, hi):
+    """The authors' projection of an activation spline (slopes in [lo, hi], flat ends,
+    antisymmetric)."""
+    s = np.clip(np.diff(coeffs, axis=-1) / step, lo, hi)
+    s[..., 0] = 0
+    s[..., -1] = 0
+    cs = np.concatenate([np.zeros(coeffs.shape[:-1] + (1,)), np.cumsum(s, axis=-1) * step], axis=-1)
+    return 0.5 * (cs - cs[..., ::-1])
+
+
+def _wcrr(ckpt, sd, config, sigma, where, dtype):
+    if sigma is None:
+        raise TypeError(
+            f"{WHO}: kind='wcrr-nn' needs sigma= (the noise level on the [0, 1] scale at which the model's "
+            "noise-dependent scaling is evaluated, e.g. 25 / 255)"
+        )
+    sigma = _check_level(sigma)
+    kernels, _ = _conv_stack(sd, where, zero_mean_all=False)
+    c = kernels[-1].shape[0]
+    act = config.get("spline_activation", {})
+    x_min, x_max = float(act.get("x_min", -0.1)), float(act.get("x_max", 0.1))
+    noise_range = config.get("noise_range", [0, 30])
+    rho_w = float(config.get("rho_wcvx", 1.0))
+    cvx = _get(sd, "activation_cvx.coefficients", where, 2)
+    ccv = _get(sd, "activation_ccv.coefficients", where, 2)
+    scal = _get(sd, "spline_scaling.coefficients", where, 2)
+    m = cvx.shape[-1]
+    if cvx.shape != (1, m) or ccv.shape != (1, m):
+        raise ValueError(
+            f"{WHO}: 'activation_ccv.coefficients' has shape {ccv.shape} where the network expects {(1, m)} (one "
+            "shared spline, as 'activation_cvx.coefficients')"
+        )
+    if scal.shape[0] != c:
+        raise ValueError(
+            f"{WHO}: 'spline_scaling.coefficients' has shape {scal.shape} where the network expects ({c}, knots) (one "
+            "scaling spline per filter)"
+        )
+    if m % 2 == 0 or m < 3 or not math.isclose(x_min, -x_max):
+        raise ValueError(f"{WHO}: invjax's splines need an odd number of knots symmetric about 0; got {m} on [{x_min}, {x_max}]")
+    step = (x_max - x_min) / (m - 1)
+    mu = math.exp(float(_get(sd, "mu_", where)))
+    phi = mu * _clipped(cvx[0], step, 0, 1) - rho_w * _clipped(ccv[0], step, 0, 1)  # knot values of the activation
+    # the noise-dependent per-channel scaling, sigma in the authors' 0..255 units
+    s255 = sigma * 255
+    scaling = np.exp(_spline_values(scal, float(noise_range[0]), float(noise_range[1]), np.asarray(s255))) / (s255 + 1e-5)
+    # the authors normalise W by sqrt(L), L = max |DFT|^2 on their (2P + 255)-point grid
+    g = _compose_np(kernels)
+    n = g.shape[-1] - 1 + 255
+    spec = np.fft.fft2(g, s=(n, n))
+    lip = float(np.max(np.sum(np.abs(spec) ** 2, axis=0)))
+    # grad R = W^T [phi(s W x) / s] = W'^T [phi(W' x) / s^2] with W' = diag(s) W / sqrt(L)
+    kernels = [w.copy() for w in kernels]
+    kernels[-1] = kernels[-1] * (scaling / math.sqrt(lip))[:, None, None, None]
+    slopes = np.diff(phi) / step  # (m - 1,)
+    per_channel = slopes[None, :] / scaling[:, None] ** 2
+    a = max(1.0, float(np.max(np.abs(per_channel))))
+    raw = per_channel / a
+    values = phi[None, :] / scaling[:, None] ** 2 / a
+    grid = x_min + step * np.arange(m)
+    bad = grid[None, :] * values < -1e-7 * np.max(np.abs(values))
+    if np.any(bad):
+        worst = float(np.max(-grid[None, :] * values * bad) / np.max(np.abs(grid[None, :] * values)))
+        warnings.warn(
+            f"{WHO}: the WCRR-NN activation of {where} changes sign (t phi(t) < 0 at {int(bad.sum())} knots of "
+            f"{c} splines, relative size {worst:.2g}); invjax keeps t sigma(t) >= 0 (potentials >= 0, see "
+            "invjax.learned.spline) and holds those values at 0, so the imported regulariser differs there",
+            stacklevel=3,
+        )
+    model = _ridge(kernels, raw, m, x_max, True, a / sigma**2, 1.0, dtype)
+    return model
+
+
+def _compose_np(kernels):
+    """The composed filters ``(C, K, K)`` of the layers (full convolutions of the kernels), as
+    the multi-convolution's impulse responses."""
+    g = kernels[0][:, 0]
+    for kern in kernels[1:]:
+        k = kern.shape[-1]
+        out = np.zeros((kern.shape[0], g.shape[1] + k - 1, g.shape[2] + k - 1))
+        for i in range(k):
+            for j in range(k):
+                out[:, i : i + g.shape[1], j : j + g.shape[2]] += np.einsum("oc,cxy->oxy", kern[:, :, i, j], g)
+        g = out
+    return g
+
+
+def _check_level(sigma):
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError):
+        raise TypeError(f"{WHO}: `sigma` must be a number (a noise level on the [0, 1] scale), got {sigma!r}") from None
+    if not (math.isfinite(s) and 0 < s <= 1):
+        raise ValueError(
+            f"{WHO}: `sigma` must be in (0, 1] (the noise standard deviation on the [0, 1] image scale: 25 / 255 for "
+            f"the authors' sigma = 25), got {sigma!r}"
+        )
+    return s
+
+
+# ------------------------------------------------------------------------------------------------
+def import_weights(kind: str, path, *, sigma=None, config=None, bn_eps: float = 1e-5, dtype=jnp.float32):
+    r"""An invjax module with the weights of a published model file (nothing is downloaded).
+
+    Args:
+        kind: ``"dncnn"`` (a PyTorch state dict: KAIR, cszn's port with batch norm, or
+            DeepInverse), ``"dncnn-matconvnet"`` (the DnCNN authors' ``.mat``), ``"crr-nn"`` or
+            ``"wcrr-nn"`` (the authors' checkpoints; see below).
+        path: the file.
+        sigma: CRR-NN: the noise level the model was trained at, on the ``[0, 1]`` scale
+            (default: the checkpoint's config, ``sigma / 255``); WCRR-NN (required): the noise
+            level at which its noise-dependent scaling is evaluated. Unused for DnCNN.
+        config: CRR-NN/WCRR-NN: the authors' ``config.json`` (a path or a dict) when the
+            checkpoint does not carry it (default: the checkpoint's ``"config"``, else the
+            published models' settings: knots on ``[-0.1, 0.1]``, WCRR noise range ``[0, 30]``,
+            ``rho_wcvx = 1``).
+        bn_eps: the ``eps`` of batch-normalisation layers folded into convolutions (torch
+            state dicts do not store it; default 1e-5, torch's; KAIR and cszn's DnCNN: 1e-4).
+        dtype: parameter dtype (default float32).
+
+    Returns:
+        ``"dncnn"``/``"dncnn-matconvnet"``: a :class:`~invjax.learned.DnCNN` with
+        ``D(y) = y - N(y)`` equal to the source network's output (images on ``[0, 1]``).
+        ``"crr-nn"``/``"wcrr-nn"``: a :class:`~invjax.learned.ConvexRidge` ``R`` such that
+        ``R.denoise(y, sigma) = prox_{sigma^2 R}(y)`` minimises the authors' denoising objective
+        ``||x - y||^2 / 2 + R_auth(x)`` at their noise level.
+
+    **CRR-NN** (``lmbd``, ``mu``, ``conv_layer.conv_layers.<l>.parametrizations.weight.original``,
+    ``activation.coefficients_vect``): the authors' gradient is
+    ``lmbd W^T sigma_a(mu W x)`` with every layer made zero-mean and the monotone projection
+    of the spline (slopes ``max(0, .)``, the two end intervals flat, constant beyond the knots).
+    invjax's ``grad R = (lambda / mu) W^T sigma(mu W x)``: the kernels, knots and ``mu`` carry
+    over; slopes above 1 are divided by their maximum ``a`` and ``lambda = lmbd mu a /
+    sigma_train^2``. Exact except the boundary: the authors pad each layer with zeros, invjax's
+    ridge is circular (FFT), so the two agree away from the border (the composed filter's
+    half-width, 6 pixels for two 7x7 layers) and differ within it. ``L`` (their Lipschitz
+    estimate) is not used: invjax computes its own bounds. Denoising runs invjax's converged
+    prox, not the authors' ``t``-step training denoiser (see ``denoise_unrolled``).
+
+    **WCRR-NN** (``mu_``, ``activation_cvx``/``activation_ccv.coefficients``,
+    ``spline_scaling.coefficients``, convolution layers): the authors' activation of channel
+    ``i`` is ``phi(s_i t) / s_i`` with ``phi = exp(mu_) sigma_cvx - rho sigma_ccv`` (both
+    projected: slopes in ``[0, 1]``, flat ends, antisymmetric) and ``s_i = exp(spline_i(255
+    sigma)) / (255 sigma)``, on ``W / sqrt(L)`` with ``L`` their Fourier estimate of
+    ``||W||^2`` (recomputed here as they do after loading). At the given ``sigma`` this is
+    ``W'^T [phi(W' x) / s^2]`` with ``W' = diag(s) W / sqrt(L)``: one spline per channel,
+    ``phi / s_i^2``, on the shared knots; slopes beyond ``[-1, 1]`` are divided by their
+    maximum ``a`` and ``lambda = a / sigma^2`` (``mu = 1``). Exact except (i) the boundary, as
+    for CRR-NN; (ii) where ``t phi(t) < 0`` (an activation that changes sign), which invjax
+    holds at 0 to keep its potentials non-negative: a warning reports it; (iii) only the one
+    noise level ``sigma``: import once per level.
+
+    Raises:
+        ValueError: an unknown ``kind``; a file that is not of that kind, truncated or corrupted
+            (naming the file); a key that is missing or unexpected, or a shape that does not fit
+            (``'model.4.weight' has shape (64, 64, 3, 3) where the network expects (64, 32, 3, 3)``);
+            a global in a pickle that a state dict does not need (naming it).
+        FileNotFoundError: no such file.
+        TypeError: ``sigma`` missing for ``"wcrr-nn"``.
+
+    Example:
+        >>> net = ij.learned.import_weights("dncnn", "dncnn_25.pth")    # KAIR's released file
+        >>> x = net.denoise(y, 25 / 255)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"{WHO}: `kind` must be one of {list(KINDS)}, got {kind!r}")
+    path = os.fspath(path)
+    where = f"'{path}'"
+    if kind == "dncnn-matconvnet":
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{WHO}: no such file {where}")
+        return _build_dncnn(_matconvnet_convs(_mat_layers(path, where), where), dtype)
+    ckpt = _read_torch(path)
+    sd = _state_dict(ckpt, where)
+    if kind == "dncnn":
+        return _build_dncnn(_dncnn_layers_torch(sd, float(bn_eps), where), dtype)
+    cfg = _config(config, ckpt, where)
+    if kind == "crr-nn":
+        return _crr(ckpt, sd, cfg, sigma, where, dtype)
+    return _wcrr(ckpt, sd, cfg, sigma, where, dtype)
