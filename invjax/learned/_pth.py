@@ -205,7 +205,7 @@ def _read_zip(path: str, where: str):
             return _resolve(obj, fetch, where)
     except zipfile.BadZipFile as err:
         raise ValueError(f"{WHO}: {where} is truncated or corrupted (not a readable zip archive: {err})") from None
-    except (EOFError, pickle.UnpicklingError, struct.error) as err:
+    except (EOFError, pickle.UnpicklingError, struct.error, TypeError, IndexError, AttributeError, KeyError) as err:
         raise ValueError(f"{WHO}: {where} is truncated or corrupted ({type(err).__name__}: {err})") from None
 
 
@@ -241,8 +241,14 @@ def _read_legacy(path: str, where: str):
                 kind = roots.get(key, (None,))[0]
                 if kind is None or numel < 0:
                     raise ValueError(f"{WHO}: {where} is corrupted: storage '{key}' is not declared")
+                left = os.fstat(f.fileno()).st_size - f.tell()
+                if numel * kind.itemsize > left:  # never allocate what the file cannot hold
+                    raise ValueError(
+                        f"{WHO}: {where} is truncated or corrupted: storage '{key}' needs {numel * kind.itemsize} "
+                        f"bytes, {left} remain"
+                    )
                 flats[key] = _decode(f.read(numel * kind.itemsize), kind, numel, key, where, little)
-        except (EOFError, pickle.UnpicklingError, struct.error, TypeError, IndexError, AttributeError) as err:
+        except (EOFError, pickle.UnpicklingError, struct.error, TypeError, IndexError, AttributeError, KeyError) as err:
             raise ValueError(f"{WHO}: {where} is truncated or corrupted ({type(err).__name__}: {err})") from None
 
     def fetch(storage):

@@ -420,3 +420,17 @@ def test_other_mistakes(tmp_path, rng):
         import_weights("crr-nn", crr)
     with pytest.raises(ValueError, match=r"`sigma` must be in \(0, 1\]"):
         import_weights("crr-nn", crr, sigma=25)
+
+
+def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
+    # a record whose size and stride would read past the storage (never viewed: checked first)
+    store = _Storage("0", np.arange(4, dtype=np.float32))
+    tensor = _Call(_G("torch._utils", "_rebuild_tensor_v2"), (store, 0, (3,), (2,), False, collections.OrderedDict()))
+    buf = io.BytesIO()
+    _TorchPickler(buf, {id(store): store}).dump({"w": tensor})
+    path = tmp_path / "strided.pth"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/data/0", store.flat.tobytes())
+    with pytest.raises(ValueError, match=r"strided\.pth' is truncated or corrupted: a tensor of shape \(3,\) needs element 4"):
+        read_state_dict(path)
