@@ -20,13 +20,14 @@
   :func:`split`, :func:`patches`, :func:`patch_data`;
 * models: :func:`save`, :func:`load`, and the shipped ones: :func:`available`,
   :func:`pretrained`, :func:`metadata`; published weights from torch/MatConvNet files the user
-  has: :func:`import_weights` (DnCNN, CRR-NN, WCRR-NN; :func:`read_state_dict` reads a ``.pth``
+  has: :func:`import_weights` (DnCNN, :class:`DRUNet`, CRR-NN, WCRR-NN; :func:`read_state_dict` reads a ``.pth``
   without torch or arbitrary unpickling).
 """
 
 from .data import BUNDLED, load_images, patch_data, patches, split, stack
 from .deq import DEQ, DEQStats, anderson
 from .dncnn import DnCNN, conv_operator_norm
+from .drunet import DRUNet
 from .ffdnet import FFDNet
 from .modl import MoDL
 from .mri_data import brain_slices, coil_sensitivities, variable_density_mask
@@ -53,6 +54,7 @@ __all__ = [
     "ConvexRidge",
     "DEQ",
     "DEQStats",
+    "DRUNet",
     "DenoiserPrior",
     "DnCNN",
     "FFDNet",

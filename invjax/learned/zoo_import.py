@@ -52,7 +52,7 @@ from ._pth import WHO, _read_torch, _state_dict, read_state_dict
 __all__ = ["import_weights", "read_state_dict", "KINDS"]
 
 #: the kinds of file :func:`import_weights` reads
-KINDS = ("dncnn", "dncnn-matconvnet", "crr-nn", "wcrr-nn")
+KINDS = ("dncnn", "dncnn-matconvnet", "crr-nn", "wcrr-nn", "drunet")
 
 # ------------------------------------------------------------------------------------------------
 # DnCNN
@@ -520,6 +520,62 @@ def _compose_np(kernels):
     return g
 
 
+def _drunet_keys(nb):
+    """KAIR ``UNetRes`` state-dict keys, in the order of :class:`DRUNet`'s leaves."""
+    res = lambda base, i: [f"{base}.{i}.res.0.weight", f"{base}.{i}.res.2.weight"]  # noqa: E731
+    keys = ["m_head.weight"]
+    for lvl in (1, 2, 3):
+        for i in range(nb):
+            keys += res(f"m_down{lvl}", i)
+        keys.append(f"m_down{lvl}.{nb}.weight")
+    for i in range(nb):
+        keys += res("m_body", i)
+    for lvl in (3, 2, 1):
+        keys.append(f"m_up{lvl}.0.weight")
+        for i in range(1, nb + 1):
+            keys += res(f"m_up{lvl}", i)
+    return keys + ["m_tail.weight"]
+
+
+def _drunet(sd, where, dtype):
+    from .drunet import DRUNet
+
+    head = _get(sd, "m_head.weight", where, 4)
+    nb = 0
+    while f"m_body.{nb}.res.0.weight" in sd:
+        nb += 1
+    if nb == 0:
+        raise ValueError(f"{WHO}: key 'm_body.0.res.0.weight' missing in {where} (a KAIR UNetRes / DRUNet state dict)")
+    widths = [head.shape[0]]
+    for lvl in (1, 2, 3):
+        w = sd.get(f"m_down{lvl}.{nb}.weight")
+        widths.append(int(w.shape[0]) if isinstance(w, np.ndarray) and w.ndim == 4 else 0)
+    channels = head.shape[1] - 1
+    if channels < 1 or min(widths) < 1:
+        raise ValueError(
+            f"{WHO}: {where} is not a DRUNet state dict ('m_head.weight' has shape {head.shape}, "
+            f"the downsampling widths are {widths[1:]})"
+        )
+    keys = _drunet_keys(nb)
+    extra = sorted(set(sd) - set(keys))
+    if extra:
+        hint = " (invjax's DRUNet has no biases, as the released models)" if extra[0].endswith(".bias") else ""
+        raise ValueError(f"{WHO}: unexpected key '{extra[0]}' in {where}{hint}")
+    skeleton = eqx.filter_eval_shape(lambda: DRUNet(channels, tuple(widths), nb, key=jax.random.PRNGKey(0)))
+    leaves, treedef = jax.tree_util.tree_flatten(skeleton)
+    arrays = []
+    for key, leaf in zip(keys, leaves):
+        if key not in sd:
+            raise ValueError(f"{WHO}: key '{key}' missing in {where}")
+        w = np.asarray(sd[key])
+        if w.shape != leaf.shape:
+            raise ValueError(f"{WHO}: '{key}' has shape {w.shape} where the network expects {leaf.shape}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"{WHO}: '{key}' has non-finite values")
+        arrays.append(jnp.asarray(w, dtype))
+    return jax.tree_util.tree_unflatten(treedef, arrays)
+
+
 def _check_level(sigma):
     try:
         s = float(sigma)
@@ -540,7 +596,9 @@ def import_weights(kind: str, path, *, sigma=None, config=None, bn_eps: float = 
     Args:
         kind: ``"dncnn"`` (a PyTorch state dict: KAIR, cszn's port with batch norm, or
             DeepInverse), ``"dncnn-matconvnet"`` (the DnCNN authors' ``.mat``), ``"crr-nn"`` or
-            ``"wcrr-nn"`` (the authors' checkpoints; see below).
+            ``"wcrr-nn"`` (the authors' checkpoints; see below), ``"drunet"`` (KAIR's
+            ``UNetRes`` state dicts, e.g. ``drunet_gray.pth``, ``drunet_color.pth``: 4 scales,
+            ``nb`` residual blocks per scale read from the keys, no biases).
         path: the file.
         sigma: CRR-NN: the noise level the model was trained at, on the ``[0, 1]`` scale
             (default: the checkpoint's config, ``sigma / 255``); WCRR-NN (required): the noise
@@ -556,6 +614,8 @@ def import_weights(kind: str, path, *, sigma=None, config=None, bn_eps: float = 
     Returns:
         ``"dncnn"``/``"dncnn-matconvnet"``: a :class:`~invjax.learned.DnCNN` with
         ``D(y) = y - N(y)`` equal to the source network's output (images on ``[0, 1]``).
+        ``"drunet"``: a :class:`~invjax.learned.DRUNet` (``denoise(y, sigma)``, sigma on
+        ``[0, 1]``, as the network's noise-map channel).
         ``"crr-nn"``/``"wcrr-nn"``: a :class:`~invjax.learned.ConvexRidge` ``R`` such that
         ``R.denoise(y, sigma) = prox_{sigma^2 R}(y)`` minimises the authors' denoising objective
         ``||x - y||^2 / 2 + R_auth(x)`` at their noise level.
@@ -609,6 +669,8 @@ def import_weights(kind: str, path, *, sigma=None, config=None, bn_eps: float = 
     sd = _state_dict(ckpt, where)
     if kind == "dncnn":
         return _build_dncnn(_dncnn_layers_torch(sd, float(bn_eps), where), dtype)
+    if kind == "drunet":
+        return _drunet(sd, where, dtype)
     cfg = _config(config, ckpt, where)
     if kind == "crr-nn":
         return _crr(ckpt, sd, cfg, sigma, where, dtype)

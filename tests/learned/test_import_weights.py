@@ -434,3 +434,75 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
         z.writestr("archive/data/0", store.flat.tobytes())
     with pytest.raises(ValueError, match=r"strided\.pth' is truncated or corrupted: a tensor of shape \(3,\) needs element 4"):
         read_state_dict(path)
+
+
+# ---- DRUNet ------------------------------------------------------------------------------------------
+def _np_drunet(x, sigma, sd, nb):
+    """KAIR's UNetRes forward in numpy/scipy on one (C, H, W) image (H, W multiples of 8)."""
+    def res(x, base, i):
+        return x + _np_conv(np.maximum(_np_conv(x, sd[f"{base}.{i}.res.0.weight"]), 0), sd[f"{base}.{i}.res.2.weight"])
+
+    def down(x, w):  # Conv2d(kernel 2, stride 2, padding 0)
+        return np.stack([sum(correlate2d(x[c], w[o, c], mode="valid")[::2, ::2] for c in range(x.shape[0]))
+                         for o in range(w.shape[0])])
+
+    def up(x, w):  # ConvTranspose2d(kernel 2, stride 2, padding 0), weight (C_in, C_out, 2, 2)
+        out = np.zeros((w.shape[1], 2 * x.shape[1], 2 * x.shape[2]))
+        for a in range(2):
+            for b in range(2):
+                out[:, a::2, b::2] = np.einsum("chw,co->ohw", x, w[:, :, a, b])
+        return out
+
+    x1 = _np_conv(np.concatenate([x, np.full((1,) + x.shape[1:], sigma)]), sd["m_head.weight"])
+    skips, h = [x1], x1
+    for lvl in (1, 2, 3):
+        for i in range(nb):
+            h = res(h, f"m_down{lvl}", i)
+        h = down(h, sd[f"m_down{lvl}.{nb}.weight"])
+        skips.append(h)
+    for i in range(nb):
+        h = res(h, "m_body", i)
+    for lvl, skip in zip((3, 2, 1), reversed(skips[1:])):
+        h = up(h + skip, sd[f"m_up{lvl}.0.weight"])
+        for i in range(1, nb + 1):
+            h = res(h, f"m_up{lvl}", i)
+    return _np_conv(h + x1, sd["m_tail.weight"])
+
+
+def _drunet_state(rng, channels=1, widths=(4, 6, 8, 8), nb=1):
+    from invjax.learned.zoo_import import _drunet_keys
+
+    shapes = [(widths[0], channels + 1, 3, 3)]
+    for lvl in range(3):
+        shapes += [(widths[lvl], widths[lvl], 3, 3)] * (2 * nb) + [(widths[lvl + 1], widths[lvl], 2, 2)]
+    shapes += [(widths[3], widths[3], 3, 3)] * (2 * nb)
+    for lvl in (2, 1, 0):
+        shapes += [(widths[lvl + 1], widths[lvl], 2, 2)] + [(widths[lvl], widths[lvl], 3, 3)] * (2 * nb)
+    shapes.append((channels, widths[0], 3, 3))
+    return collections.OrderedDict((k, _rand(rng, *s)) for k, s in zip(_drunet_keys(nb), shapes))
+
+
+@pytest.mark.parametrize("channels,shape", [(1, (16, 24)), (3, (13, 11))])
+def test_drunet_equals_numpy_forward(tmp_path, rng, channels, shape):
+    from invjax.learned import DRUNet
+
+    sd = _drunet_state(rng, channels)
+    net = import_weights("drunet", _write_zip(tmp_path / "drunet.pth", sd))
+    assert isinstance(net, DRUNet) and net.channels == channels
+    y = rng.uniform(0, 1, (channels,) + shape).astype(np.float32)
+    h, w = shape
+    padded = np.pad(y, ((0, 0), (0, -h % 8), (0, -w % 8)), mode="edge")  # KAIR's test-time padding
+    expected = _np_drunet(padded.astype(np.float64), 0.1, {k: v.astype(np.float64) for k, v in sd.items()}, 1)[:, :h, :w]
+    got = net.denoise(y[0] if channels == 1 else y, 0.1)
+    np.testing.assert_allclose(np.reshape(got, expected.shape), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_drunet_with_biases_is_named(tmp_path, rng):
+    sd = _drunet_state(rng)
+    sd["m_head.bias"] = _rand(rng, 4)
+    with pytest.raises(ValueError, match=r"unexpected key 'm_head\.bias'.*no biases"):
+        import_weights("drunet", _write_zip(tmp_path / "b.pth", sd))
+    sd = _drunet_state(rng)
+    sd["m_up2.0.weight"] = _rand(rng, 8, 5, 2, 2)
+    with pytest.raises(ValueError, match=r"'m_up2\.0\.weight' has shape \(8, 5, 2, 2\) where the network expects \(8, 6, 2, 2\)"):
+        import_weights("drunet", _write_zip(tmp_path / "s.pth", sd))
