@@ -23,6 +23,14 @@ third-party weights ship with invjax) and returns the invjax module computing th
   (``axgoujon/convex_ridge_regularizers``) and WCRR-NN (``axgoujon/weakly_convex_ridge_
   regularizers``), mapped onto :class:`~invjax.learned.ConvexRidge` (see :func:`import_weights`
   for the exact correspondence and where it differs).
+* ``"drunet"``: KAIR's ``UNetRes`` state dicts (DRUNet, Zhang et al., TPAMI 2022), onto
+  :class:`~invjax.learned.DRUNet`.
+
+Checked on released files (not shipped, not downloaded by invjax): KAIR's ``dncnn_25.pth``
+(legacy format) and the authors' MatConvNet ``specifics/sigma=25.mat`` (v7.3) import to
+networks that denoise the same test image to the same PSNR; the CRR-NN ``Sigma_25_t_10``
+checkpoint's gradient equals a numpy transcription of the authors' code to 9e-7 away from the
+border; ``benchmarks/import_check.py`` compares with torch itself.
 
 ``.pth`` files are read **without torch** and without unpickling arbitrary objects: a
 restricted unpickler accepts only what a tensor state dict needs (``collections.OrderedDict``,
