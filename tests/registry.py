@@ -136,6 +136,9 @@ SOLVERS = {
 
 SOLVER_EXEMPT = {
     "IterativeSolver": "the abstract base",
+    "AbstractAdjoint": "the abstract base of the derivative policies",
+    "ImplicitAdjoint": "the default adjoint of every matrix case; tests/solvers/test_adjoint.py",
+    "UnrollAdjoint": "diff='unroll' in the matrix; tests/solvers/test_adjoint.py",
     "Problem": "every matrix case builds one",
     "Term": "a record of Problem.terms()",
     "Solution": "returned by every solve",

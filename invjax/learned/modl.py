@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..operators.base import LinearOperator
+from ..solvers.linear import cg
 from .dncnn import DnCNN
 
 __all__ = ["MoDL"]
@@ -57,60 +58,24 @@ def _frozen(op: LinearOperator) -> LinearOperator:
     return jax.tree.map(lambda a: jax.lax.stop_gradient(a) if eqx.is_array(a) else a, op)
 
 
-def _cg(matvec, b, x0, iters: int):
-    r"""``iters`` conjugate-gradient steps on ``H x = b`` (``H`` Hermitian positive definite,
-    inner product ``Re <., .>``) from ``x0``, in a ``fori_loop``; reverse-differentiable.
-
-    As :func:`invjax.solvers._common.cg_fixed`, with one difference: once the residual has
-    fallen to rounding level (``||r|| <= 10 eps ||r_0||``) the iteration stops moving. Without
-    this, the steps after convergence divide rounding noise by rounding noise: harmless in the
-    forward pass, but their derivatives overflowed and backpropagation through them returned
-    NaN in float32 (measured: single-coil MRI, where CG is exact after two of ten steps)."""
-    real = jnp.finfo(b.dtype).dtype
-    r = b - matvec(x0)
-    rr = jnp.real(jnp.vdot(r, r))
-    floor = (10 * jnp.finfo(real).eps) ** 2 * rr
-
-    def step(_, state):
-        x, r, p, rr = state
-        hp = matvec(p)
-        php = jnp.real(jnp.vdot(p, hp))
-        active = (rr > floor) & (php > 0)
-        alpha = jnp.where(active, rr / jnp.where(active, php, 1), 0).astype(real)
-        x = x + alpha * p
-        r = r - alpha * hp
-        rr_new = jnp.real(jnp.vdot(r, r))
-        beta = jnp.where(active, rr_new / jnp.where(active, rr, 1), 0).astype(real)
-        return x, r, jnp.where(active, r + beta * p, p), jnp.where(active, rr_new, rr)
-
-    return jax.lax.fori_loop(0, iters, step, (x0, r, r, rr))[0]
-
-
 def _dc_solve(op, lam, rhs, x0, iters: int, diff: str):
-    r"""``(A^H A + lam I)^{-1} rhs`` by ``iters`` CG iterations from ``x0``.
+    r"""``(A^H A + lam I)^{-1} rhs`` by at most ``iters`` CG iterations from ``x0``, by the
+    library's one linear-solve layer (:func:`invjax.solvers.linear.cg`).
 
-    ``"unroll"``: backpropagate through the iterations (the exact derivative of what was
-    computed). ``"implicit"``: ``lax.custom_linear_solve``, whose derivative solves the same
-    system again with CG (the paper's rule; exact only as far as CG converged)."""
+    ``"unroll"``: exactly ``iters`` guarded steps, backpropagated through (the exact derivative of
+    what was computed; the steps stop moving once the residual reaches rounding level, which
+    keeps that derivative finite: in float32 single-coil MRI, where CG is exact after two of ten
+    steps, the unguarded steps divided rounding noise by rounding noise and returned NaN).
+    ``"implicit"``: lineax CG until rounding level or ``iters`` iterations, differentiated as a
+    linear solve (the cotangent is one more solve with ``H``; the paper's rule, exact only as far
+    as CG converged). ``iters`` defines the network: a solve that stops there is not an error."""
 
     def matvec(v):
         return op.rmv(op.mv(v)) + lam * v
 
-    if diff == "unroll":
-        return _cg(matvec, rhs, x0, iters)
-
-    # warm start for the forward solve only (custom_linear_solve has no x0): solve for the
-    # correction from x0, whose right-hand side is the residual
-    r0 = rhs - matvec(jax.lax.stop_gradient(x0))
-
-    def solve(mv, b):
-        return _cg(mv, b, jnp.zeros_like(b), iters)
-
-    def transpose_solve(vm, b):
-        # H is Hermitian: H^T = conj(H), so H^-T b = conj(H^-1 conj(b)), and H v = conj(H^T conj(v))
-        return jnp.conj(_cg(lambda v: jnp.conj(vm(jnp.conj(v))), jnp.conj(b), jnp.zeros_like(b), iters))
-
-    return jax.lax.stop_gradient(x0) + jax.lax.custom_linear_solve(matvec, r0, solve, transpose_solve)
+    tol = 10 * float(jnp.finfo(jnp.finfo(rhs.dtype).dtype).eps)
+    x, _ = cg(matvec, rhs, tol=tol, max_iters=iters, x0=x0, unroll=diff == "unroll", check=False)
+    return x
 
 
 class MoDL(eqx.Module):
@@ -130,10 +95,9 @@ class MoDL(eqx.Module):
 
     **Data consistency.** ``H = A^H A + lambda I`` is Hermitian positive definite with
     eigenvalues in ``[lambda, ||A||^2 + lambda]``; each step runs ``cg_iters`` conjugate
-    gradient iterations in a ``fori_loop`` (a fixed count, so the network is one static
-    program; the library's ``cg_fixed``, except that the iteration stops moving once the
-    residual reaches rounding level, which keeps its unrolled derivative finite), warm-started
-    at ``z_k``. For single-coil Cartesian MRI with a 0/1 mask ``H`` has two eigenvalues
+    gradient iterations (:func:`invjax.solvers.linear.cg`; unrolled, a fixed count, so the
+    network is one static program, whose iteration stops moving once the residual reaches
+    rounding level, which keeps its derivative finite), warm-started at ``z_k``. For single-coil Cartesian MRI with a 0/1 mask ``H`` has two eigenvalues
     (``lambda`` and ``1 + lambda``), so CG is exact after two iterations; with ``C`` coil maps
     normalised to ``sum_c |S_c|^2 = 1`` the condition number is at most ``1 + 1/lambda``.
     Derivatives (``diff``): ``"unroll"`` (default) backpropagates through the CG iterations,

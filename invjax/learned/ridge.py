@@ -71,7 +71,9 @@ so raise it for large steps: each decade of the residual takes about ``2.3 sqrt(
 iterations). Its derivatives (forward and reverse mode, with respect to ``v``, ``s``
 and the module's parameters) come from the implicit function theorem at the returned point,
 one conjugate-gradient solve with ``I + s W^T diag(sigma'(W x)) W`` (symmetric positive
-definite), not from the iterations. For WCRR-NN the prox is defined (the inner problem
+definite; :func:`invjax.solvers.linear.cg`, to ``prox_tol`` in at most ``prox_max_iters``
+iterations: one that stops above ``10 * prox_tol`` raises ``equinox.EquinoxRuntimeError``), not
+from the iterations. For WCRR-NN the prox is defined (the inner problem
 strongly convex) only for ``s rho < 1``: a concrete step violating it raises ``ValueError``, a
 traced one fails at run time (``eqx.error_if``).
 """
@@ -89,7 +91,7 @@ import numpy as np
 from ..functionals.base import Functional
 from ..functionals._validate import as_input, check_step
 from ..operators.base import concrete_or_none
-from ..solvers._common import pcg
+from ..solvers import linear
 from ._denoise import batched
 from .spline import LinearSpline
 
@@ -632,8 +634,21 @@ def _prox_jvp(primals, tangents):
     _, rhs = jax.jvp(lambda m, vv, ss: _prox_residual(m, vv, ss, x), (model, v, s), (dmodel, dv, ds))
     _, hvp = jax.linearize(lambda xx: _prox_residual(model, v, s, xx), x)
     tol, iters = model._tol(v.dtype), model.prox_max_iters
-    dx = jax.lax.custom_linear_solve(hvp, -rhs, lambda mv, b: pcg(mv, b, rtol=tol, max_iters=iters)[0], symmetric=True)
+    # the one linear-solve layer; a derivative solve that stops above 10 * prox_tol raises (its
+    # reverse-mode solve too) instead of returning its last iterate
+    dx, _ = linear.cg(hvp, -rhs, tol=tol, max_iters=iters, check=False, failure="raise", messages=_derivative_message(tol, iters))
     return x, dx
+
+
+def _derivative_message(tol, iters):
+    def message(k):
+        return (
+            f"ConvexRidge.prox: the conjugate-gradient solve of the prox's derivative stopped at a relative residual "
+            f"of about 1e{k} (at least 1e{k}, below 1e{k + 1}; NaN: 1e2), above 10 * prox_tol = {10 * tol:.2g}, after "
+            f"at most prox_max_iters={iters} iterations: raise prox_max_iters or loosen prox_tol"
+        )
+
+    return message
 
 
 @eqx.filter_jit

@@ -1,5 +1,6 @@
 """Iterative solvers on one shared driver; every solve jits, vmaps and differentiates."""
 
+from .adjoint import AbstractAdjoint, ImplicitAdjoint, UnrollAdjoint
 from .admm import ADMM
 from .batch import solve_batch
 from .cg import CG
@@ -12,9 +13,11 @@ from .problem import Problem, Term
 
 __all__ = [
     "ADMM",
+    "AbstractAdjoint",
     "CG",
     "Dual",
     "FISTA",
+    "ImplicitAdjoint",
     "IterativeSolver",
     "Landweber",
     "PDHG",
@@ -22,6 +25,7 @@ __all__ = [
     "Solution",
     "Stats",
     "Term",
+    "UnrollAdjoint",
     "solve",
     "solve_batch",
 ]

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 from ..functionals import SquaredL2
 from ..operators import Composed, FiniteDifference, Identity, LinearOperator, Mask
 from ..operators.base import ChannelScaled, Scaled
-from ._common import pcg, ratio
+from . import linear
+from ._common import ratio
+from .adjoint import UnrollAdjoint
 from .driver import IterativeSolver
 from .implicit import Dual
 
@@ -73,8 +75,9 @@ class ADMM(IterativeSolver):
     **The x-step** solves ``(A^H A + rho sum K_i^H K_i) x = A^H y + rho sum K_i^H (z_i - u_i)``:
     exactly by FFT when every operator is circulant (``Convolution``, periodic
     ``FiniteDifference``, ``Identity``, a TV weighted per direction); otherwise by conjugate
-    gradients warm-started from the previous ``x``, until the residual has fallen by ``cg_tol`` (at
-    most ``cg_iters`` iterations; with ``diff="unroll"`` exactly ``cg_iters``), preconditioned by the
+    gradients (:func:`invjax.solvers.linear.cg`) warm-started from the previous ``x``, until the
+    residual has fallen by ``cg_tol`` (at most ``cg_iters`` iterations; with ``diff="unroll"``
+    exactly ``cg_iters``, which stop moving once the residual is at rounding level), preconditioned by the
     FFT solve of the nearest circulant system (the periodic differences for a Neumann TV, a
     mask's mean for a weighting) where one exists. ``Stats.inner_iterations`` counts the CG
     iterations; a problem with no FFT preconditioner (a CT projector) warns once at trace time.
@@ -200,10 +203,12 @@ class ADMM(IterativeSolver):
                 inv = jnp.where(d > 0, 1 / jnp.where(d > 0, d, 1), 0).astype(real)
                 precondition = lambda r: r * inv  # noqa: E731
         # each x-step reduces the warm-started residual by cg_tol (an inexact x-step must keep
-        # improving as ADMM converges), down to rounding level
+        # improving as ADMM converges), down to rounding level; unrolled, exactly cg_iters guarded
+        # steps (they stop moving at rounding level, so their derivative stays finite)
         floor = 10 * float(jnp.finfo(real).eps)
-        x, _, k = pcg(matvec, rhs, x_warm, precondition, floor, self.cg_iters, fixed=self.diff == "unroll", reduction=self.cg_tol)
-        return x, k
+        x, stats = linear.cg(matvec, rhs, tol=floor, max_iters=self.cg_iters, x0=x_warm, precondition=precondition,
+                             reduction=self.cg_tol, unroll=isinstance(self.adjoint, UnrollAdjoint), check=False)
+        return x, stats.iterations
 
     def init(self, problem, x0):
         _, terms = self._split(problem)

@@ -1,21 +1,22 @@
 """Conjugate gradients on the normal equations of a quadratic (Tikhonov) problem."""
 
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._common import cg_start, cg_step, is_quadratic, smooth_grad
+from ._common import is_quadratic, smooth_grad
 from .driver import IterativeSolver
+from .linear import CGState, cg_init, cg_step
 
 
 class _CGState(eqx.Module):
-    x: jax.Array
-    r: jax.Array
-    p: jax.Array
-    rr: jax.Array
+    b: jax.Array
+    cg: CGState
     bnorm: jax.Array
+
+    @property
+    def x(self):
+        return self.cg.x
 
 
 class CG(IterativeSolver):
@@ -31,6 +32,13 @@ class CG(IterativeSolver):
     the gradient. Stops when ``||b - H x|| <= tol ||b||`` (checked every ``check_every``
     iterations; default 1 here, since a CG iteration is cheap next to its residual).
 
+    Each iteration is the library's one CG step (:func:`invjax.solvers.linear.cg_step`, shared
+    with every linear solve): the residual is recomputed as ``b - H x`` every ``stabilise_every``
+    iterations (the recurrence drifts in finite precision and could report a residual the
+    iterate does not have), and once it reaches rounding level the iteration stops moving (a
+    ``tol`` below rounding runs to ``max_iters`` and is reported as not converged, with a finite
+    unrolled derivative).
+
     Example:
         >>> problem = ij.Problem(A, y, ij.functionals.SquaredL2(), weight=1e-2)
         >>> sol = ij.solve(problem, ij.solvers.CG(max_iters=200, tol=1e-6))
@@ -38,6 +46,11 @@ class CG(IterativeSolver):
 
     tol: float = eqx.field(static=True, default=1e-6, kw_only=True)
     check_every: int = eqx.field(static=True, default=1, kw_only=True)
+    stabilise_every: int = eqx.field(static=True, default=10, kw_only=True)
+
+    def __check_init__(self):
+        if not (isinstance(self.stabilise_every, int) and self.stabilise_every >= 1):
+            raise ValueError(f"CG: `stabilise_every` must be an int >= 1, got {self.stabilise_every!r}")
 
     def validate(self, problem):
         if not is_quadratic(problem.fidelity):
@@ -62,15 +75,16 @@ class CG(IterativeSolver):
 
     def init(self, problem, x0):
         b = -self._grad(problem, jnp.zeros_like(x0))
-        x, r, p, rr = cg_start(lambda v: self._matvec(problem, v), b, x0)
-        return _CGState(x, r, p, rr, jnp.linalg.norm(b))
+        return _CGState(b, cg_init(lambda v: self._matvec(problem, v), b, x0), jnp.linalg.norm(b))
 
     def step(self, problem, state):
-        x, r, p, rr = cg_step(lambda v: self._matvec(problem, v), (state.x, state.r, state.p, state.rr))
-        return dataclasses.replace(state, x=x, r=r, p=p, rr=rr)
+        new = cg_step(lambda v: self._matvec(problem, v), state.b, state.cg, stabilise_every=self.stabilise_every)
+        return _CGState(state.b, new, state.bnorm)
 
     def residual(self, problem, old, new):
-        return jnp.sqrt(new.rr) / jnp.maximum(new.bnorm, jnp.finfo(new.bnorm.dtype).tiny)
+        # rr can be exactly 0: a square root only of a positive number (its derivative at 0 is inf)
+        rr = new.cg.rr
+        return jnp.where(rr > 0, jnp.sqrt(jnp.where(rr > 0, rr, 1)), 0) / jnp.maximum(new.bnorm, jnp.finfo(new.bnorm.dtype).tiny)
 
     def refresh(self, problem, state):
         # the residual and search direction belong to the old system: restart them at the old x

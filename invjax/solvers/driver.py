@@ -26,23 +26,32 @@ The driver (this file) owns everything else and knows no concrete solver. The lo
 check (so the iteration count is rounded up to a multiple of ``check_every``, never past
 ``max_iters``).
 
-Differentiation modes:
+Derivative policies (``adjoint=``, :mod:`invjax.solvers.adjoint`):
 
-* ``diff="implicit"`` (default): the forward solve is a ``lax.while_loop`` that stops at
-  ``tol``; derivatives come from the problem's optimality conditions at the returned ``x``, the
-  same whichever solver found it (:mod:`invjax.solvers.implicit`): one conjugate-gradient solve
-  per derivative, memory constant in the iterations, forward and reverse mode.
-* ``diff="unroll"``: a ``lax.scan`` over ``max_iters`` iterations (iterations after
-  convergence leave the state unchanged), differentiated by backpropagation through the
-  iterations. ``checkpoint`` segments of that many iterations are rematerialised in the
-  backward pass (memory ~ ``max_iters / checkpoint + checkpoint`` states); compile time does
-  not grow with ``max_iters`` in either mode.
+* :class:`~invjax.solvers.ImplicitAdjoint` (default; shorthand ``diff="implicit"``): the forward
+  solve is a ``lax.while_loop`` that stops at ``tol``; derivatives come from the problem's
+  optimality conditions at the returned ``x``, the same whichever solver found it
+  (:mod:`invjax.solvers.implicit`): one conjugate-gradient solve per derivative
+  (:mod:`invjax.solvers.linear`), memory constant in the iterations, forward and reverse mode.
+* :class:`~invjax.solvers.UnrollAdjoint` (shorthand ``diff="unroll"``): a ``lax.scan`` over
+  blocks of ``check_every`` iterations that stops at convergence (the blocks after it are skipped
+  by a ``lax.cond``: no work, and an identity derivative), differentiated through the
+  iterations in forward or reverse mode. ``checkpoints`` states are stored for the backward
+  pass and the segments between them rematerialised; compile time does not grow with
+  ``max_iters`` in either mode.
+
+The keywords of the first version (``checkpoint``, ``adjoint_tol``, ``adjoint_iters``,
+``adjoint_failure``, ``adjoint_flat``, ``adjoint_curvature_cap``) are still accepted at
+construction (and by ``dataclasses.replace``) as shorthands that set the corresponding field of
+the ``adjoint`` object; they are not stored.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
+from dataclasses import InitVar
 from functools import partial
 from typing import Any
 
@@ -51,6 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from . import implicit
+from .adjoint import AbstractAdjoint, ImplicitAdjoint, UnrollAdjoint
 from .problem import Problem
 
 # status codes reported in Stats.status
@@ -124,7 +134,6 @@ def _all_finite(tree):
 
 
 _DIFF_MODES = ("implicit", "unroll")
-_FAILURES = ("raise", "nan", "ignore")
 
 
 def _positive_int(value) -> bool:
@@ -141,36 +150,60 @@ class IterativeSolver(eqx.Module):
         tol: stop when the residual falls below ``tol`` (``0`` runs all ``max_iters``).
         check_every: iterations between evaluations of the stopping residual (and of the
             finiteness of the iterates); they cost about as much as an iteration.
-        diff: ``"implicit"`` or ``"unroll"`` (see the module docstring).
-        checkpoint: for ``diff="unroll"``, iterations per rematerialised segment
-            (``None``: ~``sqrt(max_iters)``; ``0``: no checkpointing).
-        adjoint_tol: relative residual of the conjugate-gradient solve of an implicit
-            derivative (default ``1e-2`` in single precision, ``1e-6`` in double: measured on
-            256² TV deblurring, the gradient at ``1e-2`` differs from the one at ``1e-4`` by 0.1 %,
-            far less than the error of the solve it differentiates).
-        adjoint_iters: its iteration limit (default 1000).
-        adjoint_failure: what a derivative solve that stops above ``10 * adjoint_tol`` does:
-            ``"raise"`` (default; ``equinox.EquinoxRuntimeError`` at run time), ``"nan"`` (NaN
-            derivatives, for callers that treat them as a failed evaluation, as the tuning rules
-            do) or ``"ignore"`` (the last iterate).
-        adjoint_flat: an entry of a non-smooth term ``g(K x)`` whose modulus is below
-            ``adjoint_flat`` times the solve's final stopping residual times ``max |K x|`` counts
-            as an exact zero (default 1; see :mod:`invjax.solvers.implicit`).
-        adjoint_curvature_cap: the curvature of a non-smooth term on its manifold (``c / |u|``
-            for a norm) is capped at this multiple of the smooth part's mean curvature
-            (default 1e5).
+        adjoint: the derivative policy, :class:`~invjax.solvers.ImplicitAdjoint` (default) or
+            :class:`~invjax.solvers.UnrollAdjoint` (see the module docstring).
+        diff: shorthand for ``adjoint``: ``"implicit"`` (``ImplicitAdjoint()``) or ``"unroll"``
+            (``UnrollAdjoint()``); an ``adjoint`` of that kind passed with it is kept. Not stored:
+            ``solver.diff`` reads ``solver.adjoint.kind``.
+        checkpoint, adjoint_tol, adjoint_iters, adjoint_failure, adjoint_flat,
+            adjoint_curvature_cap: shorthands kept for existing code (not stored):
+            ``checkpoint=k`` (iterations per rematerialised segment; ``0`` none) sets
+            ``UnrollAdjoint.checkpoints``; ``adjoint_<name>`` sets ``ImplicitAdjoint.<name>``
+            (``adjoint_iters``: ``max_iters``); each is ignored under the other policy.
     """
 
     max_iters: int = eqx.field(static=True, default=1000, kw_only=True)
     tol: float = eqx.field(static=True, default=1e-4, kw_only=True)
     check_every: int = eqx.field(static=True, default=10, kw_only=True)
-    diff: str = eqx.field(static=True, default="implicit", kw_only=True)
-    checkpoint: int | None = eqx.field(static=True, default=None, kw_only=True)
-    adjoint_tol: float | None = eqx.field(static=True, default=None, kw_only=True)
-    adjoint_iters: int = eqx.field(static=True, default=1000, kw_only=True)
-    adjoint_failure: str = eqx.field(static=True, default="raise", kw_only=True)
-    adjoint_flat: float = eqx.field(static=True, default=1.0, kw_only=True)
-    adjoint_curvature_cap: float = eqx.field(static=True, default=1e5, kw_only=True)
+    adjoint: AbstractAdjoint = eqx.field(static=True, default=ImplicitAdjoint(), kw_only=True)
+    diff: InitVar[str | None] = eqx.field(default=None, kw_only=True)
+    checkpoint: InitVar[int | None] = eqx.field(default=None, kw_only=True)
+    adjoint_tol: InitVar[float | None] = eqx.field(default=None, kw_only=True)
+    adjoint_iters: InitVar[int | None] = eqx.field(default=None, kw_only=True)
+    adjoint_failure: InitVar[str | None] = eqx.field(default=None, kw_only=True)
+    adjoint_flat: InitVar[float | None] = eqx.field(default=None, kw_only=True)
+    adjoint_curvature_cap: InitVar[float | None] = eqx.field(default=None, kw_only=True)
+
+    def __post_init__(self, diff, checkpoint, adjoint_tol, adjoint_iters, adjoint_failure, adjoint_flat,
+                      adjoint_curvature_cap):
+        # the shorthands build or adjust the adjoint object; dataclasses.replace passes them
+        # afresh (they are not stored), so replace(solver, diff="unroll") switches the policy and
+        # replace(solver, adjoint_failure="nan") changes one setting of the implicit one
+        who = type(self).__name__
+        adjoint = self.adjoint
+        if not isinstance(adjoint, AbstractAdjoint):
+            raise TypeError(
+                f"{who}: `adjoint` must be ij.solvers.ImplicitAdjoint(...) or ij.solvers.UnrollAdjoint(...), "
+                f"got {type(adjoint).__name__}"
+            )
+        if diff is not None and not isinstance(diff, _Kind):
+            if diff not in _DIFF_MODES:
+                raise ValueError(f"{who}: `diff` must be one of {_DIFF_MODES}, got {diff!r}")
+            if adjoint.kind != diff:
+                adjoint = ImplicitAdjoint() if diff == "implicit" else UnrollAdjoint()
+        legacy = {"tol": adjoint_tol, "max_iters": adjoint_iters, "failure": adjoint_failure, "flat": adjoint_flat,
+                  "curvature_cap": adjoint_curvature_cap}
+        legacy = {k: v for k, v in legacy.items() if v is not None}
+        if legacy and isinstance(adjoint, ImplicitAdjoint):
+            adjoint = dataclasses.replace(adjoint, **legacy)
+        if checkpoint is not None:
+            if not isinstance(checkpoint, int) or isinstance(checkpoint, bool) or checkpoint < 0:
+                raise ValueError(f"{who}: `checkpoint` must be None or an int >= 0, got {checkpoint!r}")
+            if isinstance(adjoint, UnrollAdjoint) and _positive_int(self.max_iters) and _positive_int(self.check_every):
+                blocks = max(1, self.max_iters // self.check_every)
+                per = max(1, checkpoint // self.check_every) if checkpoint else blocks
+                adjoint = UnrollAdjoint(checkpoints=blocks if not checkpoint else max(1, math.ceil(blocks / per)))
+        self.adjoint = adjoint
 
     def __check_init__(self):
         who = type(self).__name__
@@ -180,20 +213,6 @@ class IterativeSolver(eqx.Module):
             raise ValueError(f"{who}: `tol` must be a finite number >= 0, got {self.tol!r}")
         if not _positive_int(self.check_every):
             raise ValueError(f"{who}: `check_every` must be an int >= 1, got {self.check_every!r}")
-        if self.diff not in _DIFF_MODES:
-            raise ValueError(f"{who}: `diff` must be one of {_DIFF_MODES}, got {self.diff!r}")
-        if self.adjoint_failure not in _FAILURES:
-            raise ValueError(f"{who}: `adjoint_failure` must be one of {_FAILURES}, got {self.adjoint_failure!r}")
-        if self.checkpoint is not None and (not isinstance(self.checkpoint, int) or self.checkpoint < 0):
-            raise ValueError(f"{who}: `checkpoint` must be None or an int >= 0, got {self.checkpoint!r}")
-        if self.adjoint_tol is not None and not (isinstance(self.adjoint_tol, (int, float)) and 0 < self.adjoint_tol < 1):
-            raise ValueError(f"{who}: `adjoint_tol` must be None or a number in (0, 1), got {self.adjoint_tol!r}")
-        if not _positive_int(self.adjoint_iters):
-            raise ValueError(f"{who}: `adjoint_iters` must be an int >= 1, got {self.adjoint_iters!r}")
-        if not (isinstance(self.adjoint_flat, (int, float)) and self.adjoint_flat >= 0):
-            raise ValueError(f"{who}: `adjoint_flat` must be a number >= 0, got {self.adjoint_flat!r}")
-        if not (isinstance(self.adjoint_curvature_cap, (int, float)) and self.adjoint_curvature_cap > 0):
-            raise ValueError(f"{who}: `adjoint_curvature_cap` must be a number > 0, got {self.adjoint_curvature_cap!r}")
 
     # ---- the algorithm interface --------------------------------------------------------------
     def validate(self, problem: Problem) -> None:
@@ -256,7 +275,7 @@ class IterativeSolver(eqx.Module):
 
     def _run(self, problem: Problem, x0, warm_start) -> Solution:
         state0 = self.init(problem, x0) if warm_start is None else self.refresh(problem, warm_start)
-        if self.diff == "unroll":
+        if isinstance(self.adjoint, UnrollAdjoint):
             state, k, res, status = self._scan(problem, state0)
             x = self.get_x(problem, state)
         else:
@@ -303,23 +322,25 @@ class IterativeSolver(eqx.Module):
         n = self.check_every
 
         def block(length):
-            def run(carry, _):
-                k, state, res, status = carry
-                active = status == MAX_ITERS
+            def advance(carry):
+                k, state, res, _ = carry
                 s = state
                 if length > 1:
                     s = jax.lax.fori_loop(0, length - 1, lambda _, t: self.step(problem, t), s)
                 s, r, st = self._finish_block(problem, k, s, res)
-                new = (k + length, s, r, st)
-                # after convergence (or failure) the state is frozen, so the map stays a function of
-                # the iterate actually returned
-                return jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new, carry), None
+                return k + length, s, r, st
+
+            def run(carry, _):
+                # after convergence (or failure) the blocks are skipped: no work, and the map stays
+                # a function of the iterate actually returned, with an identity derivative (under
+                # vmap the predicate is batched and the cond a select: the step then runs and is
+                # discarded)
+                return jax.lax.cond(carry[3] == MAX_ITERS, advance, lambda c: c, carry), None
 
             return run
 
         blocks, rest = divmod(self.max_iters, n)
-        seg = self.checkpoint if self.checkpoint is not None else max(1, int(math.isqrt(self.max_iters)))
-        seg_blocks = max(1, seg // n) if seg else 0
+        seg_blocks = self.adjoint.segment_blocks(blocks)
         carry = self._carry0(problem, state0)
         full = block(n)
         if blocks:
@@ -342,10 +363,21 @@ class IterativeSolver(eqx.Module):
         return state, k, res, status
 
     def _adjoint_settings(self, dtype) -> implicit.Settings:
-        tol = self.adjoint_tol
-        if tol is None:
-            tol = 1e-2 if jnp.finfo(dtype).eps > 1e-10 else 1e-6
-        return implicit.Settings(tol, self.adjoint_iters, self.adjoint_failure, float(self.adjoint_flat), float(self.adjoint_curvature_cap), type(self).__name__)
+        adjoint = self.adjoint if isinstance(self.adjoint, ImplicitAdjoint) else ImplicitAdjoint()
+        tol = adjoint.resolved_tol(float(jnp.finfo(dtype).eps))
+        return implicit.Settings(tol, adjoint.max_iters, adjoint.failure, float(adjoint.flat),
+                                 float(adjoint.curvature_cap), type(self).__name__)
+
+
+class _Kind(str):
+    """What ``solver.diff`` reads: the adjoint's kind, marked as read back. ``dataclasses.replace``
+    passes every init field from the instance, init-only ones too: the marked value must not
+    override a new ``adjoint`` (``replace(solver, adjoint=...)``), while a plain string given by the
+    caller (``replace(solver, diff="unroll")``) does."""
+
+
+# ``solver.diff``: the shorthand is an init-only field; reading it gives the adjoint's kind
+IterativeSolver.diff = property(lambda self: _Kind(self.adjoint.kind), doc='``"implicit"`` or ``"unroll"``: ``adjoint.kind``.')
 
 
 @eqx.filter_jit

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from ._common import smooth_grad, smooth_lipschitz, smooth_regularizer
+from .adjoint import UnrollAdjoint
 from .driver import IterativeSolver, relative_change
 from .implicit import Dual
 
@@ -100,7 +101,7 @@ class FISTA(IterativeSolver):
 
     def _prox(self, problem, v, tau, prox_state):
         if self._prox_reg(problem):
-            iters = self.prox_iters if self.diff == "unroll" else None
+            iters = self.prox_iters if isinstance(self.adjoint, UnrollAdjoint) else None
             return problem.regularizer.prox_warm(v, tau * problem.weight.astype(tau.dtype), prox_state, iters)
         if problem.constraint is not None:
             return problem.constraint.prox(v, tau), prox_state

@@ -26,7 +26,7 @@ the solution satisfies ``P G(x*, theta) = 0`` with ``x*`` on the manifold, so
 .. math:: \dot x = -(P\, \partial_x G\, P)^{+}\, P\, \partial_\theta G\, [\dot\theta],
 
 a symmetric positive semi-definite system on ``S``, solved by conjugate gradients with a
-diagonal (Jacobi) preconditioner in the basis of the flat regions. Hessian-vector products are
+diagonal (Jacobi) preconditioner in the basis of the flat regions (:mod:`invjax.solvers.linear`). Hessian-vector products are
 JVPs of the gradients; the right-hand side is a JVP in the problem (data, weight, operator
 parameters), so derivatives reach everything the problem holds. Where the TV dual is not
 unique (flat regions) the dual never enters the system: only ``x`` does, whose derivative is
@@ -35,9 +35,9 @@ solve, the same symmetric system) both work, and memory does not grow with the i
 
 **Near-flat coordinates.** At the accuracy of an iterative solve, a group norm whose point
 ``z_j`` is tiny cannot be told from an exact zero, and its curvature ``1 / |z_j|`` would make
-the system needlessly stiff. Entries below ``adjoint_flat`` times the solve's final (relative)
+the system needlessly stiff. Entries below ``ImplicitAdjoint.flat`` times the solve's final (relative)
 stopping residual (at least ``eps^(3/4)``) times the term's largest ``|K x|`` are pinned as well, and the curvature of
-the free ones is capped at ``adjoint_curvature_cap`` times the smooth part's mean curvature
+the free ones is capped at ``ImplicitAdjoint.curvature_cap`` times the smooth part's mean curvature
 (their point is moved away from 0 along its own direction, which leaves the gradient as it is).
 """
 
@@ -54,7 +54,7 @@ import numpy as np
 from ..functionals import Functional, Scaled, SquaredL2
 from ..operators import Identity
 from . import _manifold as mf
-from ._common import pcg
+from . import linear
 from .problem import Problem
 
 
@@ -74,7 +74,7 @@ class Dual(NamedTuple):
 
 
 class Settings(NamedTuple):
-    """The settings of the derivative solve (a solver's ``adjoint_*`` fields)."""
+    """The settings of the derivative solve (from the solver's :class:`~invjax.solvers.ImplicitAdjoint`)."""
 
     tol: float
     max_iters: int
@@ -252,50 +252,33 @@ def _scale(v, c):
     return v * jnp.asarray(c).astype(jnp.finfo(v.dtype).dtype)
 
 
-def _checked_solve(settings: Settings, st: Structure, matvec, b):
-    # (P H P)^+ P b: self-adjoint, so one routine serves the tangent solve and its transpose (whose
-    # right-hand side, a cotangent, is not in the tangent space)
-    b = st.project(b)
-    prec = st.inverse_diagonal.astype(jnp.finfo(b.dtype).dtype)
-    x, rel, _ = pcg(matvec, b, precondition=lambda r: r * prec, rtol=settings.tol, max_iters=settings.max_iters)
-    if settings.failure == "ignore":
-        return x
-    failed = ~(rel <= 10 * settings.tol)
-    if settings.failure == "nan":
-        return jnp.where(failed, jnp.nan, x).astype(x.dtype)
-    # the message says the residual reached, to a power of ten (messages are fixed strings)
-    powers = list(range(-16, 3))
-    messages = [
+def _message(settings: Settings, k: int) -> str:
+    return (
         f"{settings.who}, diff='implicit': the conjugate-gradient solve of the implicit derivative stopped at a "
         f"relative residual of about 1e{k} (at least 1e{k}, below 1e{k + 1}; NaN: 1e2), above 10 * adjoint_tol = "
-        f"{10 * settings.tol:.2g}, after at most adjoint_iters={settings.max_iters} iterations: raise adjoint_iters, "
-        "loosen adjoint_tol or solve the problem to a tighter tol (or use diff='unroll')"
-        for k in powers
-    ]
-    level = jnp.where(jnp.isfinite(rel), jnp.floor(jnp.log10(jnp.maximum(rel, 1e-16))), powers[-1])
-    index = jnp.clip(level - powers[0], 0, len(powers) - 1).astype(jnp.int32)
-    return eqx.branched_error_if(x, failed, index, messages)
+        f"{10 * settings.tol:.2g}, after at most adjoint_iters={settings.max_iters} iterations: raise "
+        "ImplicitAdjoint(max_iters=...), loosen ImplicitAdjoint(tol=...) or solve the problem to a tighter tol "
+        "(or use diff='unroll')"
+    )
 
 
 def tangent(problem: Problem, problem_dot, x, duals, settings: Settings, accuracy=0.0):
     """``dx`` for the tangent ``problem_dot`` of the problem at the solution ``x``."""
     st = structure(problem, x, duals, settings, accuracy)
     _, rhs = jax.jvp(lambda p: reduced_gradient(p, x, st), (problem,), (problem_dot,))
-    # custom_linear_solve transposes the right-hand side as a linear function of the input
-    # tangents: tie parts that do not depend on them (zeros) to them by 0 * t
+    # the linear solve's derivative rules transpose the right-hand side as a linear function of
+    # the input tangents: tie parts that do not depend on them (zeros) to them by 0 * t
     rhs = rhs + _anchor(problem_dot).astype(rhs.dtype)
-    b = -st.project(rhs)
-    matvec = hessian(problem, x, st)
-    solve = partial(_checked_solve, settings, st, matvec)
-
-    def transpose_solve(_, r):
-        # the system is self-adjoint for Re <a, b> = Re sum conj(a) b; JAX transposes for the
-        # pairing Re sum a b, under which the transpose of S is conj o S o conj
-        if jnp.issubdtype(r.dtype, jnp.complexfloating):
-            return jnp.conj(solve(jnp.conj(r)))
-        return solve(r)
-
-    return jax.lax.custom_linear_solve(matvec, b, solve=lambda _, r: solve(r), transpose_solve=transpose_solve)
+    # (P H P)^+ P b, by the one linear-solve layer: self-adjoint, and each solve (the tangent's
+    # and, in reverse mode, the cotangent's, which is not in the tangent space) projects its
+    # right-hand side; a solve above 10 * tol follows the adjoint's failure policy
+    prec = st.inverse_diagonal.astype(jnp.finfo(rhs.dtype).dtype)
+    dx, _ = linear.cg(
+        hessian(problem, x, st), -rhs, tol=settings.tol, max_iters=settings.max_iters,
+        precondition=lambda r: r * prec, project=st.project, check=False,
+        failure=settings.failure, messages=partial(_message, settings),
+    )
+    return dx
 
 
 def _anchor(tree):
