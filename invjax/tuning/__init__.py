@@ -7,14 +7,16 @@ from .gcv import gcv, gcv_score
 from .grid import GridResult, grid
 from .lcurve import lcurve
 from .secant import SecantState, secant
-from .sure import regularized_inverse, sure, sure_risk
+from .sure import RegularizedInverse, SureGrid, probes, regularized_inverse, sure, sure_estimate, sure_grid, sure_risk
 
 __all__ = [
     "FitHistory",
     "FitResult",
     "GridResult",
+    "RegularizedInverse",
     "RuleInfo",
     "SecantState",
+    "SureGrid",
     "TuningWarning",
     "discrepancy",
     "fit",
@@ -22,8 +24,11 @@ __all__ = [
     "gcv_score",
     "grid",
     "lcurve",
+    "probes",
     "regularized_inverse",
     "secant",
     "sure",
+    "sure_estimate",
+    "sure_grid",
     "sure_risk",
 ]

@@ -35,6 +35,11 @@ class RuleInfo(NamedTuple):
             an unconverged solve (a warning says so outside ``jit``): raise ``max_iters`` or
             loosen ``tol`` for a more reliable choice. A rule that could evaluate its criterion
             at no weight at all raises.
+        weights: what the rule saw, where it keeps it (``sure``, ``gcv``, ``lcurve``; else
+            ``None``): every weight it evaluated, ``(E,)`` in increasing order (NaN for
+            padding).
+        values: ``(E,)`` the criterion at each of ``weights``.
+        grid_converged: ``(E,)`` whether the solve(s) at each of ``weights`` converged.
     """
 
     weight: jax.Array
@@ -42,6 +47,9 @@ class RuleInfo(NamedTuple):
     solves: jax.Array
     at_bound: jax.Array
     converged: jax.Array
+    weights: jax.Array | None = None
+    values: jax.Array | None = None
+    grid_converged: jax.Array | None = None
 
 
 def check_solver(solver, who: str) -> None:

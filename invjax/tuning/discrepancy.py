@@ -1,7 +1,10 @@
 r"""Morozov's discrepancy principle: the weight whose residual matches the noise.
 
-For measurements :math:`y = A x + n` with white noise of standard deviation :math:`\sigma`
-(:math:`\mathbb E\|n\|^2 = m \sigma^2`, ``m = y.size``), choose :math:`\lambda` with
+For measurements :math:`y = A x + n` with white noise of standard deviation :math:`\sigma` on the
+:math:`m` measured entries (:math:`\mathbb E\|n\|^2 = m \sigma^2`, ``m = op.n_measurements``:
+``y.size`` for most operators, the observed entries of a :class:`~invjax.operators.Mask`, the
+sampled k-space entries times the coils of :class:`~invjax.operators.CartesianMRI`, whose
+unobserved entries are zeros of ``y``), choose :math:`\lambda` with
 
 .. math:: \|A \hat x(\lambda) - y\|^2 = \tau\, m\, \sigma^2 ,
 
@@ -64,7 +67,8 @@ def discrepancy(
         sigma: noise standard deviation, a positive scalar (``ValueError`` otherwise; traced
             values are checked at run time).
         solver: any invjax solver.
-        tau: safety factor ``tau > 0`` of the target ``tau m sigma^2`` (default 1).
+        tau: safety factor ``tau > 0`` of the target ``tau m sigma^2`` (default 1), with ``m``
+            the measured entries (``op.n_measurements``, not ``y.size`` on masked data).
         bounds: initial bracket ``(low, high)`` of weights (default ``(1e-6, 1e2)``), pushed
             out by factors of 100 up to ``expand`` times if it does not contain the root.
         rtol: stop when ``| ||A x - y||^2 / (tau m sigma^2) - 1 | <= rtol`` (default ``1e-3``).
@@ -107,7 +111,8 @@ def discrepancy(
 @eqx.filter_jit
 def _discrepancy(make_problem, solver, y, sigma, tau, lo, hi, rtol, maxiter, expand):
     rdt = real_dtype(y)
-    log_target = jnp.log(jnp.asarray(tau * y.size, rdt) * sigma**2)
+    m = make_problem(jnp.ones((), rdt), y).op.n_measurements  # a mask's unobserved zeros do not count
+    log_target = jnp.log(tau * jnp.asarray(m, rdt) * sigma**2)
     ftol = jnp.asarray(math.log1p(rtol), rdt)
 
     def phi(t):

@@ -126,7 +126,8 @@ def _score(make_problem, solver, y, b, weight):
         return problem.op.mv(sol.x), sol.stats.converged
 
     hy, conv = jax.vmap(residual_and_fit)(jnp.concatenate([y[None], b]))
-    m = y.size
+    # the measured entries: on masked data tr(I - H) runs over the observed ones only
+    m = jnp.asarray(make_problem(weight, y).op.n_measurements, real_dtype(y))
     axes = tuple(range(1, b.ndim))
     trace_h = jnp.mean(jnp.sum(jnp.real(jnp.conj(b) * hy[1:]), axis=axes))
     resid = jnp.sum(jnp.abs(hy[0] - y) ** 2) / m

@@ -63,3 +63,47 @@ def test_discrepancy_bad_settings(tik):
         ij.tuning.discrepancy(tik.make, y, 0.01, tik.solver, rtol=2.0)
     with pytest.raises(ValueError, match="scalar noise"):
         ij.tuning.discrepancy(tik.make, y, jnp.ones(3), tik.solver)
+
+
+# ---- what counts as a measurement --------------------------------------------------------------
+def test_operators_count_the_entries_they_measure():
+    mask = jnp.zeros((8, 6)).at[::2].set(1.0)
+    assert int(ij.operators.Mask(mask).n_measurements) == 24
+    assert int(jax.jit(lambda m: ij.operators.Mask(m).n_measurements)(mask)) == 24  # a traced mask
+    mri = ij.operators.CartesianMRI(jnp.zeros((8, 8)).at[:, :3].set(1.0), dtype=jnp.complex64)
+    assert int(mri.n_measurements) == 24
+    coils = ij.operators.CartesianMRI(jnp.zeros((8, 8)).at[:, :3].set(1.0), sensitivities=jnp.ones((4, 8, 8), jnp.complex64))
+    assert int(coils.n_measurements) == 4 * 24
+    blur = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 6))
+    assert blur.n_measurements == 48  # every entry of y
+    assert int((ij.operators.Mask(mask) @ blur).n_measurements) == 24  # the outer operator measures
+    assert int((2.0 * ij.operators.Mask(mask)).n_measurements) == 24
+
+
+def test_discrepancy_counts_the_observed_entries_of_masked_data():
+    """Inpainting with half the pixels seen (unseen entries of y are zeros): at tau = 1 the rule
+    lands where ||A x - y||^2 = m sigma^2 with m the observed count, found by brute force on a grid
+    of solves (counting y.size would aim at twice that residual)."""
+    n, sigma = 32, 0.05
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    mask = jax.random.bernoulli(k1, 0.5, (n, n)).astype(jnp.float32)
+    A = ij.operators.Mask(mask)
+    x = ij.phantoms.shepp_logan(n)
+    y = mask * (x + sigma * jax.random.normal(k2, (n, n)))
+    m = int(mask.sum())
+    assert int(A.n_measurements) == m and 0.4 < m / y.size < 0.6
+    make = lambda w, y: ij.Problem(A, y, ij.functionals.TV(), w)  # noqa: E731
+    solver = ij.solvers.PDHG(max_iters=3000, tol=1e-6)
+    w, info = ij.tuning.discrepancy(make, y, sigma, solver, bounds=(1e-4, 1.0), return_info=True)
+    grid = jnp.geomspace(1e-3, 1.0, 24)
+    r2 = jax.jit(jax.vmap(lambda w: jnp.sum((A(ij.solve(make(w, y), solver).x) - y) ** 2)))(grid)
+    ratio = np.log(np.asarray(r2, np.float64) / (m * sigma**2))
+    assert ratio[0] < 0 < ratio[-1]
+    # the brute-force root: log-linear interpolation between the grid weights around it
+    i = int(np.nonzero(ratio > 0)[0][0])
+    t = np.log(grid[i - 1]) + (np.log(grid[i]) - np.log(grid[i - 1])) * (-ratio[i - 1]) / (ratio[i] - ratio[i - 1])
+    assert abs(np.log(float(w)) - t) < 0.1, (float(w), np.exp(t))
+    assert float(info.value) == pytest.approx(1.0, abs=2e-3) and not bool(info.at_bound)
+    # the old count (y.size) aims at a residual twice as large: a clearly larger weight
+    j = int(np.nonzero(ratio > np.log(y.size / m))[0][0])
+    assert np.log(float(grid[j])) - np.log(float(w)) > 0.5

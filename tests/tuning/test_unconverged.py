@@ -9,7 +9,7 @@ import invjax as ij
 
 RULES = {
     "gcv": lambda t, s: ij.tuning.gcv(t.make, t.y[0], jax.random.key(0), s, grid_points=5, iters=2, return_info=True),
-    "sure": lambda t, s: ij.tuning.sure(t.make, t.y[0], t.sigma, jax.random.key(0), s, grid_points=5, iters=2, return_info=True),
+    "sure": lambda t, s: ij.tuning.sure(t.make, t.y[0], t.sigma, jax.random.key(0), s, grid_points=5, refine=1, return_info=True),
     "discrepancy": lambda t, s: ij.tuning.discrepancy(t.make, t.y[0], t.sigma, s, return_info=True),
     "lcurve": lambda t, s: ij.tuning.lcurve(t.make, t.y[0], s, jnp.logspace(-4, 0, 5), return_info=True),
 }
@@ -45,7 +45,8 @@ def test_unconverged_values_are_used_not_discarded(tik):
 
 def test_a_rule_that_can_evaluate_nothing_raises(tik):
     """Every derivative solve fails (one CG iteration to 1e-9, NaN on failure as the rules ask):
-    SURE raises instead of returning a bound as if it had chosen it."""
+    SURE with the exact (JVP) divergence raises instead of returning a bound as if it had chosen it."""
     hopeless = ij.solvers.CG(max_iters=400, tol=1e-6, adjoint_iters=1, adjoint_tol=1e-9)
     with pytest.raises(Exception, match="could not be evaluated at any weight"):
-        ij.tuning.sure(tik.make, tik.y[0], tik.sigma, jax.random.key(0), hopeless, grid_points=3, iters=0)
+        ij.tuning.sure(tik.make, tik.y[0], tik.sigma, jax.random.key(0), hopeless, grid_points=3, refine=0,
+                       divergence="jvp")
