@@ -153,69 +153,11 @@ def test_mri_mask_is_4x_with_the_centre_and_depends_on_the_seed():
     assert np.array_equal(m, tasks.mri_mask(64, 0)) and not np.array_equal(m, tasks.mri_mask(64, 1))
 
 
-def test_tikhonov_inverse_matches_the_dense_formula():
-    rng = np.random.default_rng(0)
-    M = rng.standard_normal((20, 30)).astype(np.float32)
-    op = ij.operators.Dense(M)
-    vs = rng.standard_normal((3, 20)).astype(np.float32)
-    eps = 0.05
-    c = np.sum((M @ np.ones(30)) ** 2) / 30
-    want = np.linalg.solve(M.T @ M + eps * c * np.eye(30), M.T @ vs.T).T
-    got = np.asarray(jax.jit(lambda v: sweep.tikhonov_inverse(op, v, eps))(jnp.asarray(vs)))
-    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
-
-
-def _linear_case(kind):
-    """(op, x_true, linear reconstruction L, noise draw, sigma, measured, weighting)."""
-    n = 8
-    x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (n, n)), jnp.float32)
-    if kind in ("real", "weighted"):
-        op = ij.operators.Convolution(ij.operators.gaussian_psf(3, 0.8), (n, n))
-        a = op.fourier_symbol()[0]
-
-        def rec(y):  # Tikhonov (A^T A + 0.05 I)^{-1} A^T y by FFT
-            return jnp.fft.irfft2(jnp.conj(a) * jnp.fft.rfft2(y) / (jnp.abs(a) ** 2 + 0.05), s=(n, n))
-
-        def noise(key, sigma):
-            return sigma * jax.random.normal(key, (n, n))
-
-        return op, x, rec, noise, 0.1, float(n * n), (None if kind == "real" else 1e-2)
-    mask = jnp.asarray(tasks.mri_mask(n, 0))
-    op = ij.operators.CartesianMRI(mask, dtype=jnp.complex64)
-
-    def rec(y):  # (A^H A + 0.3 I)^{-1} A^H y = A^H y / 1.3 (A is a partial isometry)
-        return op.T(y) / 1.3
-
-    def noise(key, sigma):
-        return mask * ij.noise.gaussian(key, jnp.zeros((n, n), jnp.complex64), sigma)
-
-    return op, x, rec, noise, 0.1, float(mask.sum()), None
-
-
-@pytest.mark.parametrize("kind", ["real", "weighted", "complex"])
-def test_sure_is_unbiased_for_the_risk_it_estimates(kind):
-    # a linear reconstruction and many noise draws: the mean of SURE (no truth) matches the mean
-    # of the risk it estimates (with the truth), in each of the demo's three forms
-    op, x, rec, noise, sigma, measured, weighting = _linear_case(kind)
-    y0 = op(x.astype(op.dtype))
-    complex_data = jnp.iscomplexobj(y0)
-    s2 = sigma**2 / 2 if complex_data else sigma**2
-    components = (2 if complex_data else 1) * measured
-    eps = sweep.EPSILON * sigma
-
-    def one(key):
-        k1, k2 = jax.random.split(key)
-        y = y0 + noise(k1, sigma)
-        b = sweep.probe(k2, y)
-        xs = jnp.stack([rec(y), rec(y + eps * b)])
-        _, sure, risk, _ = sweep._evaluate(op, jnp.abs if complex_data else (lambda v: v), weighting, y, b, xs,
-                                              x, eps, s2, components, measured)
-        return sure[0], risk[0]
-
-    sure, risk = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), 2000))
-    sure, risk = np.asarray(sure, np.float64), np.asarray(risk, np.float64)
-    stderr = np.std(sure - risk) / math.sqrt(len(sure))
-    assert abs(sure.mean() - risk.mean()) < 4 * stderr + 1e-3 * risk.mean(), (sure.mean(), risk.mean(), stderr)
+# (the demo's SURE is invjax.tuning.sure_grid: its unbiasedness for real, projected and complex data and
+# the Tikhonov inverse of projected SURE are tested in tests/tuning/test_sure.py)
+def test_the_demo_has_one_sure():
+    assert not hasattr(sweep, "tikhonov_inverse") and not hasattr(sweep, "_evaluate") and not hasattr(sweep, "probe")
+    assert "tuning.sure_grid" in sweep.run.__doc__
 
 
 # ---- the demo ----------------------------------------------------------------------------------------

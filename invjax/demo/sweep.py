@@ -2,31 +2,21 @@ r"""One batched solve over a weight grid, and the rules that choose a weight fro
 
 For a grid :math:`\lambda_1 < \dots < \lambda_G` every reconstruction is solved twice, at the data
 :math:`y` and at :math:`y + \varepsilon b` (:math:`b` a Rademacher probe, :math:`\varepsilon =
-\sigma / 10`): ``2 G`` problems in one call of :func:`invjax.solve_batch`, one compiled program.
-From those solves, without the ground truth:
+\sigma / 10`): ``2 G`` problems in one compiled program, :func:`invjax.tuning.sure_grid` (the
+lower level of ``invjax.tuning.sure``: the formulas, complex data and the projected form are
+documented there). From those solves, without the ground truth:
 
-* **SURE** (Stein 1981), with the Monte-Carlo divergence of Ramani, Blu & Unser (IEEE TIP 17(9),
-  2008) by finite differences,
-
-  .. math:: \mathrm{SURE}(\lambda) = \frac1m\Big(\|A\hat x_\lambda - y\|^2 - N s^2
-            + 2 s^2\, \tfrac1\varepsilon \operatorname{Re}\big\langle b,
-              A\hat x_\lambda(y + \varepsilon b) - A\hat x_\lambda(y)\big\rangle\Big),
-
-  an unbiased estimate of the measurement-domain risk :math:`\|A(\hat x_\lambda - x)\|^2 / m`
-  (``m`` measured entries, ``N`` real noise components of variance ``s^2``: ``N = m, s = sigma``
-  for real data, ``N = 2m, s^2 = sigma^2 / 2`` for complex). The reconstructions run a fixed
-  number of iterations, so :math:`\hat x_\lambda` is one smooth map of the data and the
-  difference quotient is its directional derivative, not solver noise. This is the rule
-  ``invjax.tuning.sure`` implements with exact (implicit) Jacobian-vector products and a golden
-  section search; here the divergence costs ``G`` forward solves in the same batch instead of
-  a second compiled program (on the 64^2 CT sweep the implicit JVP added 2.7 s of compilation
-  at ``adjoint_tol=0.1`` and 25 s of compiling and solving at the default tolerance, with the
-  machine loaded; the extra forward solves share the program). One probe serves every weight, so its Monte-Carlo error is
-  largely a common offset of the curve, which leaves the minimiser in place;
+* **SURE** (Stein 1981) with the Monte-Carlo divergence of Ramani, Blu & Unser (IEEE TIP 17(9),
+  2008) by finite differences: an unbiased estimate of the measurement-domain risk
+  :math:`\|A(\hat x_\lambda - x)\|^2 / m` (``m`` measured entries, ``op.n_measurements``). The
+  reconstructions run a fixed number of iterations, so :math:`\hat x_\lambda` is one smooth map
+  of the data and the difference quotient is its directional derivative, not solver noise. One
+  probe serves every weight, so its Monte-Carlo error is largely a common offset of the curve,
+  which leaves the minimiser in place;
 * **projected SURE**, where there are fewer measurements than pixels (CT): the same estimate of
   :math:`\|W A(\hat x_\lambda - x)\|^2 / n` with :math:`W = (A^T A + \varepsilon' c I)^{-1}
-  A^T`, the image error on what the data determine (Eldar, IEEE TSP 57(2), 2009), from
-  :math:`\|W r\|^2 + s^2 \langle W b, W(2 J b - b)\rangle` (see :func:`_evaluate`);
+  A^T` (:func:`invjax.tuning.regularized_inverse`), the image error on what the data determine
+  (Eldar, IEEE TSP 57(2), 2009);
 * **the discrepancy principle** (Morozov 1966): the weight whose residual ratio
   :math:`\|A\hat x_\lambda - y\|^2 / (m \sigma^2)` is closest to 1 (``invjax.tuning.discrepancy``
   brackets the same root with extra solves);
@@ -45,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import metrics
-from ..solvers import Problem, solve_batch
+from .. import metrics, tuning
+from ..solvers import Problem
 
-EPSILON = 0.1  # finite-difference step, in units of the noise standard deviation
+EPSILON = 0.1  # difference step, in units of sigma (the default of invjax.tuning.sure)
 
 
 @dataclasses.dataclass
@@ -63,7 +53,7 @@ class Sweep:
             per task).
         residual_ratio: ``(G,)`` ``||A x - y||^2 / (m sigma^2)``.
         sure: ``(G,)`` the SURE estimate of ``||A (x - x_true)||^2 / m`` (or of its weighted
-            form, see :func:`_evaluate`).
+            form ``||W A (x - x_true)||^2 / n``).
         risk: ``(G,)`` what SURE estimates, computed with the ground truth (for reference).
         iterations: solver iterations per solve.
         seconds: wall time of the batched solve and its evaluation, compilation included.
@@ -83,102 +73,41 @@ class Sweep:
         return 2 * len(self.weights)
 
 
-def probe(key, y):
-    """A Rademacher probe shaped like ``y`` (complex: independent signs in both parts)."""
-    if jnp.iscomplexobj(y):
-        k1, k2 = jax.random.split(key)
-        real = jnp.real(y).dtype
-        return (jax.random.rademacher(k1, y.shape, real) + 1j * jax.random.rademacher(k2, y.shape, real)).astype(y.dtype)
-    return jax.random.rademacher(key, y.shape, y.dtype)
-
-
 def run(task, method, key) -> Sweep:
-    """Solve ``method`` (a :class:`~invjax.demo.tasks.Variational`) of ``task`` on its grid."""
+    """Solve ``method`` (a :class:`~invjax.demo.tasks.Variational`) of ``task`` on its grid:
+    :func:`invjax.tuning.sure_grid`, then the truth's view of the same reconstructions."""
     t0 = time.perf_counter()
     grid = jnp.asarray(method.grid)
-    G = grid.shape[0]
-    y = task.y
-    b = probe(key, y)
-    eps = EPSILON * task.sigma
-    data = jnp.concatenate([jnp.broadcast_to(y, (G,) + y.shape), jnp.broadcast_to(y + eps * b, (G,) + y.shape)])
-    template = Problem(task.op, y, method.regularizer, grid[0], constraint=method.constraint)
-    sol = solve_batch(template, method.solver, data=data, weight=jnp.concatenate([grid, grid]))
-    # real noise components and their variance: complex data carry sigma^2 / 2 in each part
-    s2 = task.sigma**2 / 2 if task.complex else task.sigma**2
-    components = (2 if task.complex else 1) * task.measured
-    out = _evaluate(task.op, task.show, task.weighting, y, b, sol.x, task.x_true, eps, s2, components, task.measured)
-    fit, sure, risk, psnr = (np.asarray(v, np.float64) for v in out)
-    ratio = fit / (task.measured * task.sigma**2)
-    x = jax.block_until_ready(sol.x[:G])
-    return Sweep(np.asarray(method.grid, np.float64), x, psnr, ratio, sure, risk,
-                 int(np.max(np.asarray(sol.stats.iterations))), time.perf_counter() - t0)
+    op, regularizer, constraint = task.op, method.regularizer, method.constraint
 
+    def make_problem(weight, data):
+        return Problem(op, data, regularizer, weight, constraint=constraint)
 
-def tikhonov_inverse(op, vs, eps: float, iterations: int = 30):
-    """``W v = A^H (A A^H + eps c I)^{-1} v`` (= ``(A^H A + eps c I)^{-1} A^H v``, the Tikhonov
-    reconstruction of ``v``) for a batch ``vs``, by a fixed number of conjugate-gradient steps
-    on the data space (so ``W`` is linear). The scale ``c = ||A 1||^2 / ||1||^2`` is the Rayleigh
-    quotient of the constant image, close to ``||A||^2`` for projections and blurs (1817 against
-    1854 for 64^2 CT with 30 angles) at the cost of one product.
-
-    A plain ``lax.fori_loop`` rather than :class:`invjax.solvers.CG`: the driver's stopping test,
-    statistics and objective are of no use here and doubled this program's compilation time."""
-    ones = jnp.ones(op.in_shape, op.dtype)
-    shift = eps * jnp.sum(jnp.abs(op.mv(ones)) ** 2) / ones.size
-
-    def one(v):
-        def gram(z):
-            return op.mv(op.rmv(z)) + shift * z
-
-        def step(_, carry):
-            z, r, p, rr = carry
-            q = gram(p)
-            pq = jnp.real(jnp.vdot(p, q))
-            alpha = jnp.where(pq > 0, rr / jnp.where(pq > 0, pq, 1), 0)  # 0 once converged exactly
-            z, r = z + alpha * p, r - alpha * q
-            rr_new = jnp.real(jnp.vdot(r, r))
-            beta = jnp.where(rr > 0, rr_new / jnp.where(rr > 0, rr, 1), 0)
-            return z, r, r + beta * p, rr_new
-
-        rr = jnp.real(jnp.vdot(v, v))
-        z, *_ = jax.lax.fori_loop(0, iterations, step, (jnp.zeros_like(v), v, v, rr))
-        return op.rmv(z)
-
-    return jax.vmap(one)(vs)
+    weighting = None if task.weighting is None else tuning.regularized_inverse(op, task.weighting)
+    res = tuning.sure_grid(make_problem, task.y, task.sigma, key, method.solver, grid, weighting=weighting,
+                           divergence="fd", epsilon=EPSILON)
+    risk, psnr = _truth(op, task.show, weighting, res.x, task.x_true)
+    ratio = np.asarray(res.residual, np.float64) / (task.measured * task.sigma**2)
+    x = jax.block_until_ready(res.x)
+    return Sweep(np.asarray(method.grid, np.float64), x, np.asarray(psnr, np.float64), ratio,
+                 np.asarray(res.values, np.float64), np.asarray(risk, np.float64),
+                 int(np.max(np.asarray(res.iterations))), time.perf_counter() - t0)
 
 
 @eqx.filter_jit
-def _evaluate(op, show, weighting, y, b, xs, x_true, eps, s2, components, measured):
-    """``(||A x - y||^2, SURE, its true value, PSNR)`` per weight, from
-    ``xs = [x(y); x(y + eps b)]``.
-
-    Without ``weighting`` SURE estimates ``||A (x - x_true)||^2 / m``. With ``weighting = e``
-    (every entry of ``y`` measured) it estimates ``||W A (x - x_true)||^2 / n`` for ``W`` the
-    Tikhonov inverse above: the image error on what the measurements determine (the projected
-    SURE of Eldar, IEEE TSP 57(2), 2009; ``invjax.tuning.sure``'s ``weighting``), from
-    ``||W r||^2 + s^2 <W b, W (2 J b - b)>`` with ``J b`` the difference quotient."""
-    G = xs.shape[0] // 2
-    ax = jax.vmap(op.mv)(xs)
-    ax0, ax1 = ax[:G], ax[G:]
-    axes = tuple(range(1, ax0.ndim))
-    r = ax0 - y
-    fit = jnp.sum(jnp.abs(r) ** 2, axis=axes)
-    jb = (ax1 - ax0) / eps
-    error = ax0 - op.mv(x_true.astype(xs.dtype))
-    if weighting is None:
-        div = jnp.sum(jnp.real(jnp.conj(b) * jb), axis=axes)
-        sure = (fit - components * s2 + 2 * s2 * div) / measured
-        risk = jnp.sum(jnp.abs(error) ** 2, axis=axes) / measured
+def _truth(op, show, weighting, xs, x_true):
+    """What SURE estimates, with the truth (``||A e||^2 / m`` or ``||W A e||^2 / n`` for the error
+    ``e`` of each reconstruction), and the PSNR of each reconstruction."""
+    error = jax.vmap(op.mv)(xs - x_true.astype(xs.dtype)[None])
+    if weighting is not None:
+        error = jax.vmap(weighting)(error)
+        size = error[0].size
     else:
-        # one batched solve for all 3 G + 1 vectors
-        w = tikhonov_inverse(op, jnp.concatenate([r, 2 * jb - b, error, b[None]]), weighting)
-        wr, w2, we, wb = w[:G], w[G : 2 * G], w[2 * G : 3 * G], w[3 * G :]
-        wax = tuple(range(1, wr.ndim))
-        pixels = wr[0].size
-        sure = (jnp.sum(jnp.abs(wr) ** 2, axis=wax) + s2 * jnp.sum(jnp.real(jnp.conj(wb) * w2), axis=wax)) / pixels
-        risk = jnp.sum(jnp.abs(we) ** 2, axis=wax) / pixels
-    psnr = jax.vmap(lambda im: metrics.psnr(im, x_true, data_range=1.0))(jax.vmap(show)(xs[:G]))
-    return fit, sure, risk, psnr
+        size = op.n_measurements
+    axes = tuple(range(1, error.ndim))
+    risk = jnp.sum(jnp.abs(error) ** 2, axis=axes) / size
+    psnr = jax.vmap(lambda im: metrics.psnr(im, x_true, data_range=1.0))(jax.vmap(show)(xs))
+    return risk, psnr
 
 
 def scores(images, x_true):

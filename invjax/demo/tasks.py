@@ -14,7 +14,7 @@ Every task is built from shipped or generated data (nothing downloads), from one
 
 Each method's iteration count is fixed (``tol=0``): one compiled program per method and task,
 and the reconstruction is a fixed, smooth function of the data, which SURE's finite-difference
-divergence needs (see :mod:`invjax.demo.sweep`). Weight grids are multiples of ``sigma**2``, the
+divergence needs (see :mod:`invjax.tuning.sure`). Weight grids are multiples of ``sigma**2``, the
 scale of the data term's curvature against the noise; no grid uses the ground truth.
 """
 
@@ -77,7 +77,8 @@ class Task:
         x_true: the ground truth, real, in ``[0, 1]``.
         y: the measurements.
         sigma: the noise standard deviation (complex data: ``E|n|^2 = sigma^2``).
-        measured: how many entries of ``y`` are measured (a mask's zeros are not).
+        measured: how many entries of ``y`` are measured (``op.n_measurements``: a mask's zeros
+            are not).
         baseline: ``(name, (op, y) -> image)``, the reconstruction without a prior.
         variational: the swept reconstructions, TV first.
         pnp: plug-and-play settings or ``None``.
@@ -85,7 +86,7 @@ class Task:
         show: ``x -> real image`` for metrics and figures (the modulus for MRI).
         weighting: ``None`` (SURE of the measurement-domain error) or ``eps`` (SURE of the image
             error seen through the Tikhonov inverse ``(A^T A + eps ||A||^2 I)^{-1} A^T``; see
-            :mod:`invjax.demo.sweep`).
+            :func:`invjax.tuning.regularized_inverse`).
         notes: lines printed under the task's table.
     """
 
@@ -158,7 +159,7 @@ def deblur(n: int, seed: int) -> Task:
         # at this size and blur): 8 sigma beat 2-6 sigma on both, 8 iterations as good as 12 or 20
         pnp = PlugAndPlay(dncnn, 8 * sigma, 8, note="ADMM, rho = sigma^2 / sigma_d^2, 8 iterations from TV (SURE)")
     return Task("deblur", f"deblurring: camera {n}x{n}, 9x9 Gaussian blur (std 1.5 px), noise 0.01",
-                op, x, y, sigma, float(y.size), ("adjoint A^T y", adjoint), (tv,) + crr, pnp)
+                op, x, y, sigma, float(op.n_measurements), ("adjoint A^T y", adjoint), (tv,) + crr, pnp)
 
 
 def inpaint(n: int, seed: int) -> Task:
@@ -172,7 +173,7 @@ def inpaint(n: int, seed: int) -> Task:
                      note="PDHG, 200 iterations")
     crr = _crr(sigma, 0.25, 8, solvers.FISTA(max_iters=150, tol=0.0, restart=False), note="FISTA, 150 iterations")
     return Task("inpaint", f"inpainting: camera {n}x{n}, {seen:.0%} of the pixels seen, noise {sigma}",
-                op, x, y, sigma, float(jnp.sum(mask)), ("adjoint (unseen = 0)", adjoint), (tv,) + crr)
+                op, x, y, sigma, float(op.n_measurements), ("adjoint (unseen = 0)", adjoint), (tv,) + crr)
 
 
 CT_ANGLES, CT_NOISE = 30, 0.05
@@ -206,7 +207,7 @@ def ct(n: int, seed: int) -> Task:
     notes = () if CT_CRR else ("CRR-NN: not run on this phantom (24.95 dB at 64x64, 4.4 dB below TV's oracle; "
                                "see invjax.demo.tasks.CT_CRR)",)
     return Task("ct", f"sparse-view CT: Shepp-Logan {n}x{n}, {CT_ANGLES} angles, noise {CT_NOISE:.0%} of mean |Ax|",
-                op, x, y, sigma, float(y.size), ("FBP (ramp)", fbp), (tv,) + crr,
+                op, x, y, sigma, float(op.n_measurements), ("FBP (ramp)", fbp), (tv,) + crr,
                 lpd=True, weighting=1e-3, notes=notes)
 
 
@@ -237,7 +238,7 @@ def mri(n: int, seed: int) -> Task:
     tv = Variational("TV", fn.TV(), solvers.PDHG(max_iters=200, tol=0.0), _grid(sigma, 1, 100),
                      note="PDHG, 200 iterations, complex image")
     return Task("mri", f"MRI: head slice {n}x{n}, 4x variable-density Cartesian lines, complex noise {sigma}",
-                op, x, y, sigma, float(jnp.sum(mask)), ("zero-filled |A^H y|", adjoint), (tv,), show=jnp.abs)
+                op, x, y, sigma, float(op.n_measurements), ("zero-filled |A^H y|", adjoint), (tv,), show=jnp.abs)
 
 
 BUILDERS = {"deblur": deblur, "inpaint": inpaint, "ct": ct, "mri": mri}
