@@ -30,12 +30,36 @@ def run(name: str, env: dict[str, str]) -> str:
     return proc.stdout
 
 
+# A number as the notebooks print it, including what must fail: nan, inf, -inf (Python and
+# numpy spell them so). A row regex built on `[\d.]+` did not match "nan dB" and skipped the row.
+NUM = r"([-+]?(?:(?i:nan|inf(?:inity)?)|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))"
+_NONFINITE = re.compile(r"(?<![\w.])[-+]?(?:nan|inf(?:inity)?)(?![\w-])", re.I)
+
+
+def _finite(text: str) -> float:
+    """``float(text)``, failing the test for nan or inf."""
+    value = float(text)
+    assert np.isfinite(value), f"a notebook printed a non-finite number: {text!r}"
+    return value
+
+
+def _no_nonfinite(out: str) -> str:
+    """Fail on any nan/inf printed anywhere in a notebook's output, row parsed or not."""
+    bad = [m.group(0) for m in _NONFINITE.finditer(out)]
+    lines = [line for line in out.splitlines() if _NONFINITE.search(line)]
+    assert not bad, f"a notebook printed non-finite numbers {bad}: {lines[:5]}"
+    return out
+
+
 def test_every_notebook_is_listed():
     assert sorted(p.name for p in NOTEBOOKS.glob("*.py")) == sorted(CHECKS)
 
 
 def _deblur(out):
-    rows = {tuple(m.group(1, 2)): float(m.group(3)) for m in re.finditer(r"^(TV|Tikhonov)\s+(\S+)\s+\S+\s+([\d.]+)", out, re.M)}
+    rows = {
+        tuple(m.group(1, 2)): _finite(m.group(4))
+        for m in re.finditer(rf"^(TV|Tikhonov)\s+(\S+)\s+{NUM}\s+{NUM}", out, re.M)
+    }
     # each rule is within 1.5 dB of its oracle at this size; TV beats Tikhonov
     for model, rule in (("TV", "discrepancy"), ("TV", "SURE"), ("Tikhonov", "GCV")):
         assert rows[(model, "oracle")] - rows[(model, rule)] < 1.5, rows
@@ -43,27 +67,37 @@ def _deblur(out):
     return rows
 
 
+def _psnr_rows(out):
+    return {m.group(1).strip(): _finite(m.group(2)) for m in re.finditer(rf"^(.{{24}}) +{NUM} dB", out, re.M)}
+
+
 def _ct(out):
-    psnr = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^(.{24}) +([\d.]+) dB", out, re.M)}
+    psnr = _psnr_rows(out)
     assert psnr["TV (discrepancy)"] > psnr["FBP"] + 3, psnr
     return psnr
 
 
 def _mri(out):
-    psnr = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^(.{24}) +([\d.]+) dB", out, re.M)}
+    psnr = _psnr_rows(out)
     assert psnr["TV (oracle)"] > psnr["zero-filled"] + 1, psnr
     return psnr
 
 
 def _bilevel(out):
-    loss = re.search(r"loss ([\d.e+-]+) -> ([\d.e+-]+)", out)
-    assert float(loss.group(2)) < float(loss.group(1))
+    loss = re.search(rf"loss {NUM} -> {NUM}", out)
+    first, last = _finite(loss.group(1)), _finite(loss.group(2))
+    assert last < first
     assert "per direction" in out
-    return {"loss": [float(loss.group(1)), float(loss.group(2))]}
+    tests = [_finite(t) for t in re.findall(rf"test {NUM} dB", out)]
+    assert len(tests) == 3, tests
+    return {"loss": [first, last], "test": tests}
 
 
 def _derivatives(out):
     rows = re.findall(r"^(unroll|implicit)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", out, re.M)
+    for row in rows:
+        for text in row[2:]:
+            _finite(text)
     implicit = [r for r in rows if r[0] == "implicit"]
     unroll = [r for r in rows if r[0] == "unroll"]
     # the implicit derivative at the longest solve is close to the finite difference and its
@@ -93,14 +127,14 @@ HEAVY = {"02_sparse_view_ct.py", "03_accelerated_mri.py", "04_bilevel_learning.p
     "name", [n if n not in HEAVY else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CHECKS)]
 )
 def test_notebook_runs_small(name):
-    numbers = CHECKS[name](run(name, SMALL))
+    numbers = CHECKS[name](_no_nonfinite(run(name, SMALL)))
     assert numbers and all(np.all(np.isfinite(v)) for v in _values(numbers))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_notebook_runs_at_default_size(name):
-    numbers = CHECKS[name](run(name, {}))
+    numbers = CHECKS[name](_no_nonfinite(run(name, {})))
     assert numbers and all(np.all(np.isfinite(v)) for v in _values(numbers))
 
 
@@ -112,3 +146,60 @@ def _values(numbers):
                 yield from ([float(x) for x in item[1:]] if isinstance(item, tuple) else [float(item)])
         else:
             yield float(v)
+
+
+# ---- the output checks themselves, on printed text in each notebook's own format -------------
+
+
+def _table(rows, fmt):
+    return "\n".join(fmt.format(*row) for row in rows) + "\n"
+
+
+_DEBLUR_OK = "oracle weight 1.00e-02: 30.00 dB  (1.0 s)\n" + _table(
+    [("TV", "oracle", 0.01, 30.0, 1.0), ("TV", "discrepancy", 0.02, 29.5, 1.0), ("TV", "SURE", 0.015, 29.8, 1.0),
+     ("Tikhonov", "oracle", 0.1, 27.0, 1.0), ("Tikhonov", "GCV", 0.1, 26.9, 1.0)],
+    "{:9s} {:12s} {:9.2e} {:6.2f} {:6.1f}",
+)
+_CT_OK = _table([("FBP", 20.0, 0.1), ("TV (discrepancy)", 27.5, 2.0), ("TV (oracle)", 28.0, 2.0)], "{:24s} {:6.2f} dB  {:8.3f} s")
+_MRI_OK = "--- single coil ---\n" + _table([("zero-filled", 25.0), ("TV (oracle)", 30.0)], "{:24s} {:6.2f} dB")
+_BILEVEL_OK = (
+    "one weight       1.00e-02: test 28.00 dB\nper direction    [0.01 0.02]: test 28.50 dB\n"
+    "loss 1.00e-02 -> 5.00e-03\nCRR-NN (bilevel) test 29.00 dB\n"
+)
+_DERIV_OK = _table(
+    [("implicit", 10, 1.0e-3, 0.1, 10.0, 1.0), ("implicit", 100, 1.0e-3, 0.01, 10.0, 1.0),
+     ("unroll", 10, 1.0e-3, 0.1, 10.0, 1.0), ("unroll", 100, 1.0e-3, 0.01, 30.0, 1.0)],
+    "{:9s} {:5d} {:12.4e} {:9.2e} {:8.1f} {:6.1f}",
+)
+
+
+@pytest.mark.parametrize(
+    "check, good, bad",
+    [
+        # a rule's PSNR printed as nan (Python's f"{nan:6.2f}" is "   nan")
+        (_deblur, _DEBLUR_OK, _DEBLUR_OK.replace("29.80", "   nan")),
+        # a row the check never asserts on: it used to be skipped silently
+        (_ct, _CT_OK, _CT_OK.replace("28.00 dB", "   nan dB")),
+        (_ct, _CT_OK, _CT_OK.replace("20.00 dB", "  -inf dB")),
+        (_mri, _MRI_OK, _MRI_OK.replace("30.00 dB", "   inf dB")),
+        (_bilevel, _BILEVEL_OK, _BILEVEL_OK.replace("test 28.50 dB", "test nan dB")),
+        (_bilevel, _BILEVEL_OK, _BILEVEL_OK.replace("-> 5.00e-03", "-> nan")),
+        (_derivatives, _DERIV_OK, _DERIV_OK.replace(" 1.00e-01", "      nan", 1)),
+    ],
+)
+def test_checks_reject_nan_and_inf(check, good, bad):
+    assert good != bad
+    numbers = check(good)
+    assert numbers and all(np.isfinite(v) for v in _values(numbers))
+    with pytest.raises(AssertionError, match=r"non-finite number: '[-+]?(nan|inf)'"):
+        check(bad)
+    with pytest.raises(AssertionError, match=r"printed non-finite numbers \['[-+]?(nan|inf)'\]"):
+        _no_nonfinite(bad)
+
+
+def test_parsed_numbers_match_the_printed_ones():
+    assert _ct(_CT_OK) == {"FBP": 20.0, "TV (discrepancy)": 27.5, "TV (oracle)": 28.0}
+    assert _deblur(_DEBLUR_OK)[("TV", "SURE")] == 29.8
+    assert _bilevel(_BILEVEL_OK) == {"loss": [0.01, 0.005], "test": [28.0, 28.5, 29.0]}
+    # words that contain the letters are not numbers
+    assert _no_nonfinite("info: inference on infinite-ish Nantes data, 30.00 dB\n")
