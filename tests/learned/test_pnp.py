@@ -227,8 +227,8 @@ def test_not_a_functional_and_clear_errors():
     with pytest.raises(TypeError, match=r"`v` must be real"):
         prior.prox(jnp.zeros((4, 4), jnp.complex64), 0.1)
     problem = ij.Problem(A, y, prior, weight=0.01)
-    for smooth_only in (ij.solvers.CG(), ij.solvers.Landweber()):
-        with pytest.raises(TypeError):
+    for smooth_only, needs in ((ij.solvers.CG(), r"a quadratic \(SquaredL2\)"), (ij.solvers.Landweber(), "a smooth")):
+        with pytest.raises(TypeError, match=rf"{type(smooth_only).__name__} needs {needs} regulariser, got DenoiserPrior; use FISTA"):
             ij.solve(problem, smooth_only)
     with pytest.raises(TypeError, match=r"HQS needs a DenoiserPrior regulariser.*got regulariser TV"):
         ij.solve(ij.Problem(A, y, ij.functionals.TV(), weight=0.01), HQS(rho=1.0))
