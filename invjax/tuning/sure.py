@@ -125,6 +125,7 @@ def sure(
     divergence: str = "jvp",
     epsilon: float = EPSILON,
     return_info: bool = False,
+    iters: int | None = None,
 ):
     """Weight minimising SURE for one image (``jax.vmap`` it over a batch of images and keys).
 
@@ -160,6 +161,8 @@ def sure(
             ``y + epsilon * sigma * b`` in the same batch: any solver, e.g. fixed iteration
             counts, as the demo).
         epsilon: the difference step in units of ``sigma`` (default 0.1).
+        iters: the former name of ``refine`` (golden-section steps then; one zoom evaluation each
+            now, with ``batch=1``); kept so that older calls run.
         return_info: also return a :class:`RuleInfo` (``value``: SURE at the weight;
             ``weights``, ``values``, ``grid_converged``: every weight evaluated, in increasing
             order, with its SURE value and convergence flag; ``solves``: all solves).
@@ -180,7 +183,7 @@ def sure(
         ts = jnp.linspace(math.log(lo), math.log(hi), grid_points, dtype=real_dtype(y))
     else:
         ts = jnp.log(_check_weights(weights, y, who))
-    refine = check_count(refine, "refine", who, minimum=0)
+    refine = check_count(refine if iters is None else iters, "refine", who, minimum=0)
     batch = check_count(batch, "batch", who)
     info = _sure(make_problem, solver, weighting, y, sigma, key, ts, refine, batch, probes, probe, divergence,
                  float(epsilon))
