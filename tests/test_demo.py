@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ---- bad input: one line, non-zero, no traceback -------------------------------------------------
 def _one_line_error(capsys, argv, code=2):
-    with pytest.raises(SystemExit) as info:
+    # SystemExit's message is its exit code (argparse and the CLI's own errors exit with it)
+    with pytest.raises(SystemExit, match=rf"^{code}$") as info:
         main(argv)
     assert info.value.code == code
     err = capsys.readouterr().err
