@@ -190,7 +190,7 @@ def main(argv=None):
                                           "wall_s": time.time() - t_call, "cpu": _common.machine().get("cpu_model"),
                                           "xla_flags": os.environ.get("XLA_FLAGS", ""),
                                           "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-                                          "command": " ".join(sys.argv)}]
+                                          "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}]
         tmp = run_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(run_file)
