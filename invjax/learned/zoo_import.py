@@ -220,7 +220,7 @@ def _mat_layers_hdf5(path: str, where: str) -> list[dict]:
         import h5py
     except ImportError:
         raise ValueError(
-            f"{WHO}: {where} is a MATLAB v7.3 (HDF5) file, which needs h5py: pip install h5py (or re-save it in "
+            f"{WHO}: {where} is a MATLAB v7.3 (HDF5) file, which needs h5py: pip install h5py, or invjax[weights] (or re-save it in "
             "MATLAB with save(..., '-v7'))"
         ) from None
     try:
