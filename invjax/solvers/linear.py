@@ -113,8 +113,9 @@ def cg_init(matvec: Callable, b, x0, precondition: Callable | None = None) -> CG
     z = precondition(r)
     rr = _dot(r, r)
     eps = jnp.finfo(rr.dtype).eps
-    # rounding level of r = b - H x: relative to the larger of ||b|| and the starting residual
-    floor = jax.lax.stop_gradient((10 * eps) ** 2 * jnp.maximum(rr, _dot(b, b)))
+    # rounding level of r = b - H x: eps relative to the larger of ||b|| and the starting residual
+    # (10 eps put it above the CG solver's default float32 tol 1e-6: it froze unconverged)
+    floor = jax.lax.stop_gradient(eps**2 * jnp.maximum(rr, _dot(b, b)))
     zero = jnp.zeros((), jnp.int32)
     return CGState(x0, r, z, _dot(r, z), rr, floor, zero, zero)
 

@@ -281,7 +281,8 @@ def test_float32_end_to_end():
     assert p.dtype == jnp.float32
     assert np.linalg.norm(np.asarray(p) - v + 2.0 * np.asarray(m.grad(p))) <= 1e-4 * np.linalg.norm(v)
     np.testing.assert_allclose((0.5 * m).prox(v, 4.0), p, atol=1e-6)  # Scaled folds the weight into the step
-    np.testing.assert_allclose(m.denoise(v, np.sqrt(2.0)), p, atol=1e-6)
+    # denoise(v, sigma) = prox at step sigma^2 (no calibration); sigma <= 1 on the [0, 1] scale
+    np.testing.assert_allclose(m.denoise(v, 0.8), m.prox(v, 0.64), atol=1e-6)
     np.testing.assert_array_equal(m.prox(v, 0.0), v)
     np.testing.assert_allclose(m.prox_conj(v, 0.5), v - 0.5 * m.prox(v / 0.5, 2.0), atol=1e-6)
     # jit and vmap (over images and steps) against the eager calls

@@ -136,10 +136,14 @@ def test_sure_grid_equals_per_weight_solves(tik):
         x = ij.solve(tik.make(w, y), tik.solver).x
         # (to CG's tol 1e-6: at 1e-4 the system is ill-conditioned enough for 4e-4 in x)
         np.testing.assert_allclose(res.x[g], x, atol=1e-3)
-        np.testing.assert_allclose(again.values[g], res.values[g], rtol=1e-4)
+        # chunked and whole-grid solves differ by float32 rounding only (XLA fuses the batches
+        # differently); the divergence's difference quotient (step 0.1 sigma) multiplies that by
+        # ~10/sigma: 1.6e-4 relative measured at the ill-conditioned 1e-4
+        np.testing.assert_allclose(again.values[g], res.values[g], rtol=1e-3)
         assert float(res.residual[g]) == pytest.approx(float(jnp.sum((tik.A(x) - y) ** 2)), rel=1e-3)
         one = ij.tuning.sure_risk(tik.make, w, y, tik.sigma, key, tik.solver, probes=2, divergence="fd")
-        assert float(res.values[g]) == pytest.approx(float(one), rel=1e-4)
+        # (one solve vs the batched grid: float32 rounding times the difference quotient, as above)
+        assert float(res.values[g]) == pytest.approx(float(one), rel=1e-3)
         # the exact JVP divergence agrees (a linear reconstruction: the difference quotient is exact
         # but for CG's stopping error over the step, 1 % at the ill-conditioned 1e-4)
         jvp = ij.tuning.sure_risk(tik.make, w, y, tik.sigma, key, tik.solver, probes=2)
@@ -160,8 +164,16 @@ def test_sure_on_a_given_grid_picks_its_minimum_and_vmaps(tik):
     w, info = rule(tik.y, keys)
     for i in range(2):
         res = ij.tuning.sure_grid(tik.make, tik.y[i], tik.sigma, keys[i], tik.solver, ws)
-        assert float(w[i]) == pytest.approx(float(ws[int(jnp.argmin(res.values))]), rel=1e-5)
-        np.testing.assert_allclose(info.values[i], res.values, rtol=1e-3)
+        # the rule returns a grid point, the one whose (warm-started) value is smallest, and that
+        # point is a minimiser of the cold-started grid up to their agreement (rtol 1e-2 below)
+        chosen = int(np.argmin(np.abs(np.asarray(ws) - float(w[i]))))
+        assert float(w[i]) == pytest.approx(float(ws[chosen]), rel=1e-5)
+        assert chosen == int(np.argmin(np.asarray(info.values[i])))
+        assert float(res.values[chosen]) <= float(jnp.min(res.values)) * (1 + 1e-2)
+        # the rule's scan warm-starts each solve from the previous weight's, the grid starts cold:
+        # CG stops (at tol 1e-6) at other points, which the difference quotient amplifies
+        # (6.7e-3 relative measured at the ill-conditioned 1e-4, 5e-4 elsewhere)
+        np.testing.assert_allclose(info.values[i], res.values, rtol=1e-2)
     assert np.all(info.solves == 9 * 2)
 
 
