@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -90,7 +91,10 @@ def main(argv=None):
               f"{r['PnP-ADMM']['ratio']:.2f} | {r['PnP-FISTA']['iteration_s'] * 1e3:.1f} | {r['PnP-FISTA']['ratio']:.2f} |")
     if args.output is not None:
         record = {"command": " ".join(["python", "benchmarks/pnp.py"] + (argv or sys.argv[1:])),
-                  "machine": _common.machine(), "jax": jax.__version__, "iters": args.iters, "rows": rows}
+                  "machine": _common.machine(), "jax": jax.__version__, "iters": args.iters, "rows": rows,
+                  "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                  "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                  "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(record, indent=1))
         print(f"wrote {args.output}")

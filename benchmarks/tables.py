@@ -28,7 +28,7 @@ TABULATED = (
     "operators.json", "tv_deconvolution.json", "derivatives.json", "derivatives_ct.json",
     "derivatives_accuracy.json", "tuning.json", "tuning_ct.json", "tuning_aniso.json",
     "tuning_speed.json", "learned_denoise.json", "bilevel_crr.json", "learned_ct.json",
-    "learned_mri.json",
+    "learned_mri.json", "pnp.json",
 )
 NOT_TABULATED = {
     "tuning_quick.json": "a `--quick` smoke run of `benchmarks/tuning.py` (small sizes)",
@@ -380,6 +380,23 @@ def stale_models(d: dict) -> list[str]:
             "`invjax/learned/weights/` differs from the one recorded in the JSON), so its row is that of the earlier export.", ""]
 
 
+def pnp() -> tuple[list[str], str]:
+    d = load("pnp.json")
+    out = header("Plug-and-play at the speed of its denoiser", d["command"], d, "pnp.json")
+    cores = f"core(s) {d['affinity']}" if d.get("affinity") else "all cores"
+    out += [f"One jitted denoiser call against one iteration of a whole compiled PnP solve ({d['iters']} iterations, "
+            f"tol 0, warm, median), Gaussian-blur deblurring of camera, {cores}, XLA flags `{d.get('xla_flags') or '-'}`.", ""]
+    rows = [[r["model"], f"{r['size']}²", ms(r["denoiser_s"]), ms(r["PnP-ADMM"]["iteration_s"]),
+             ratio(r["PnP-ADMM"]["ratio"]), ms(r["PnP-FISTA"]["iteration_s"]), ratio(r["PnP-FISTA"]["ratio"])]
+            for r in d["rows"]]
+    head = ["model", "size", "denoiser call", "PnP-ADMM iteration", "/ denoiser", "PnP-FISTA iteration", "/ denoiser"]
+    out += [table(head, rows, "llrrrrr"), ""]
+    summary = table(["size", "denoiser call", "PnP-ADMM iteration / call", "PnP-FISTA iteration / call"],
+                    [[f"{r['size']}²", ms(r["denoiser_s"]), ratio(r["PnP-ADMM"]["ratio"]), ratio(r["PnP-FISTA"]["ratio"])]
+                     for r in d["rows"]], "lrrr")
+    return out, summary, caption(d, "pnp.json")
+
+
 # ---------------------------------------------------------------- assembly
 
 SECTIONS = (
@@ -388,6 +405,7 @@ SECTIONS = (
     ("Derivatives through the solvers", derivatives),
     ("Parameter selection", tuning),
     ("Learned models", learned),
+    ("Plug-and-play", pnp),
 )
 
 
