@@ -209,6 +209,7 @@ def check_task(record, name, out: Path, seed: int = 0):
     return rec
 
 
+@pytest.mark.slow  # ~20 s; the default suite measured 10:04 on 2 cores with it (budget 10 min)
 def test_demo_inpainting_end_to_end(tmp_path, capsys):
     assert main(["demo", "--task", "inpaint", "--out", str(tmp_path), "--jobs", "1", "--quiet"]) == 0
     out = capsys.readouterr().out

@@ -88,7 +88,10 @@ def test_float32_jit_vmap_and_dtype_under_x64(solver, reg, kind):
         w = jnp.float32(REGULARIZERS[reg].weight)
         # check_every=1 (one copy of the step in the program: ~15 % less compilation) except for
         # ADMM, whose penalty adapts at checks; the default check_every runs everywhere else
-        s = SOLVERS[solver](tol=1e-4, **({} if solver == "ADMM" else dict(check_every=1)))
+        # CG at 1e-6: at 1e-4 its float32 iterate is only ~1e-3 from the solution, and the batched
+        # and sequential programs (multi-threaded reductions summed in another order) landed 3e-5
+        # apart on that path; at 1e-6 both are near the solution
+        s = SOLVERS[solver](tol=1e-6 if solver == "CG" else 1e-4, **({} if solver == "ADMM" else dict(check_every=1)))
         traces = []
 
         def one(y, w):

@@ -10,6 +10,7 @@ import invjax as ij
 fn = ij.functionals
 
 
+@pytest.mark.slow  # ~20 s; the default suite measured 10:04 on 2 cores with it (budget 10 min)
 def test_gcv_matches_closed_form_minimiser(tik):
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     rule = jax.jit(jax.vmap(lambda y, k: ij.tuning.gcv(tik.make, y, k, tik.solver, bounds=(1e-6, 1.0), probes=16, return_info=True)))
