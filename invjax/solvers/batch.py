@@ -1,7 +1,5 @@
 """Solving a batch of problems, sharded over the local devices."""
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -63,66 +61,8 @@ def solve_batch(problem: Problem, solver: IterativeSolver, *, data, weight=None,
 
 @eqx.filter_jit
 def _run(problem, solver, data, weight, x0):
-    if solver.diff == "implicit":
-        dynamic, static = eqx.partition(problem, eqx.is_array)  # no array among the nondiff args
-        return _implicit_batch(static, solver, dynamic, data, weight, x0)
-    return _vmapped(problem, solver, data, weight, x0)
-
-
-def _vmapped(problem, solver, data, weight, x0, warm=False):
+    # derivatives (jax.jvp, jax.grad) are the driver's: those of each vmapped solve
     def one(y, w, x):
-        p = eqx.tree_at(lambda p: (p.data, p.weight), problem, (y, w))
-        return solve(p, solver, warm_start=x) if warm else solve(p, solver, x0=x)
+        return solve(eqx.tree_at(lambda p: (p.data, p.weight), problem, (y, w)), solver, x0=x)
 
     return jax.vmap(one)(data, weight, x0)
-
-
-# Implicit mode: jax.jvp of the vmapped solve fails under jit (broadcast_in_dim shape error)
-# and gives (B, B)-shaped state tangents without it. The driver's rule gives the state NaN
-# tangents scaled by a zero built from the problem's tangents, which are batched; a state
-# leaf that depends on no batched input (a step size from the operator) is an unbatched
-# primal, and JAX's custom_jvp batching then broadcasts its batched tangent as if it were
-# unbatched (inside the driver's call, so nothing after it can cut the tangent). Here the
-# derivative of ``x`` comes from a second, warm-started vmapped solve whose state is never
-# output (it converges at its first check), and the state gets NaN tangents on the batched
-# shapes, as :class:`Solution` promises for implicit mode.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _implicit_batch(static, solver, dynamic, data, weight, x0):
-    return _vmapped(eqx.combine(dynamic, static), solver, data, weight, x0)
-
-
-@_implicit_batch.defjvp
-def _implicit_batch_jvp(static, solver, primals, tangents):
-    dynamic, data, weight, x0 = primals
-    dynamic_dot, data_dot, weight_dot, _ = tangents  # x0 has no derivative (as in solve)
-    sol = _implicit_batch(static, solver, dynamic, data, weight, x0)
-
-    def polished(dynamic, data, weight):
-        again = _vmapped(eqx.combine(dynamic, static), solver, data, weight, sol.state, warm=True)
-        return again.x, again.stats.objective
-
-    _, (x_dot, objective_dot) = jax.jvp(polished, (dynamic, data, weight), (dynamic_dot, data_dot, weight_dot))
-    anchor = sum(
-        (
-            0 * jnp.sum(jnp.real(t))
-            for t in jax.tree_util.tree_leaves((dynamic_dot, data_dot, weight_dot))
-            if jnp.issubdtype(t.dtype, jnp.inexact)
-        ),
-        jnp.zeros((), x_dot.real.dtype),
-    )
-    stats_dot = jax.tree_util.tree_map(_zero_tangent, sol.stats)
-    stats_dot = eqx.tree_at(lambda s: s.objective, stats_dot, objective_dot)
-    state_dot = jax.tree_util.tree_map(lambda a: _nan_tangent(a, anchor), sol.state)
-    return sol, Solution(x=x_dot, stats=stats_dot, state=state_dot)
-
-
-def _zero_tangent(a):
-    if jnp.issubdtype(a.dtype, jnp.inexact):
-        return jnp.zeros_like(a)
-    return np.zeros(a.shape, dtype=jax.dtypes.float0)
-
-
-def _nan_tangent(a, anchor):
-    if jnp.issubdtype(a.dtype, jnp.inexact):
-        return jnp.full(a.shape, jnp.nan, a.dtype) * anchor.astype(a.dtype)
-    return np.zeros(a.shape, dtype=jax.dtypes.float0)

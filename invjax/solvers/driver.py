@@ -400,7 +400,34 @@ def working_dtype(problem: Problem):
 def _implicit_solve(solver, problem, state0):
     """The solver's loop; derivatives from the problem's optimality conditions at its result."""
     k, state, res, status = solver._loop(problem, state0)
-    return solver.get_x(problem, state), (state, k, res, status)
+    return solver.get_x(problem, state), (_tied(state, problem), k, res, status)
+
+
+def _tied(state, problem):
+    """``state`` with every inexact leaf made to depend (by adding an exact zero) on every array
+    of ``problem``.
+
+    The derivative rule gives the state NaN tangents anchored on the problem's tangents
+    (:func:`implicit.nan_tangent`). Under ``vmap`` a state leaf computed from unbatched inputs
+    only (a step size from the operator, when only the data or the weight is batched) would be
+    an unbatched primal with a batched tangent, which JAX's batching of ``custom_jvp`` turns into
+    mis-shaped tangents ((B, B)) or, under ``jit``, a ``broadcast_in_dim`` error. Tied to the
+    problem, a leaf is batched exactly where the anchor is. One element per array is read."""
+    zero = None
+    for leaf in jax.tree_util.tree_leaves(problem):
+        if eqx.is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.inexact) and leaf.size:
+            first = jnp.real(leaf.reshape(-1)[0])
+            z = jnp.where(jnp.isfinite(first), 0.0, 0.0)  # 0 even at an inf (a box bound)
+            zero = z if zero is None else zero + z
+    if zero is None:
+        return state
+
+    def tie(a):
+        if eqx.is_array(a) and jnp.issubdtype(a.dtype, jnp.inexact):
+            return a + zero.astype(jnp.finfo(a.dtype).dtype)
+        return a
+
+    return jax.tree_util.tree_map(tie, state)
 
 
 @_implicit_solve.defjvp
