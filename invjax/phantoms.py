@@ -176,7 +176,7 @@ def shepp_logan(n: int, modified: bool = True, dtype=None, *, supersample: int =
         Array ``(n, n)``.
 
     Example:
-        >>> x = shepp_logan(128, supersample=4)
+        >>> x = ij.phantoms.shepp_logan(128, supersample=4)
     """
     n, dtype = _check_size(n), _dtype(dtype)
     image = _render(n, shepp_logan_ellipses(modified), supersample, dtype)
@@ -314,7 +314,7 @@ def random_ellipses(
         Array ``(batch, n, n)`` with values in ``[0, 1]``.
 
     Example:
-        >>> x = random_ellipses(jax.random.key(0), 128, 8)
+        >>> x = ij.phantoms.random_ellipses(jax.random.key(0), 128, 8)
     """
     n, batch = _check_size(n), _check_size(batch, "batch")
     if not mean_ellipses > 0:

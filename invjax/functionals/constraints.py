@@ -70,7 +70,7 @@ class Box(Functional):
             do not broadcast to the input shape.
 
     Example:
-        >>> Box(0.0, 1.0).prox(jnp.array([-0.5, 0.3, 2.0]), 1.0)
+        >>> ij.functionals.Box(0.0, 1.0).prox(jnp.array([-0.5, 0.3, 2.0]), 1.0)
         Array([0. , 0.3, 1. ], dtype=float32)
     """
 

@@ -36,7 +36,7 @@ class L1(Functional):
             broadcast to the input shape.
 
     Example:
-        >>> L1().prox(jnp.array([-2.0, 0.5, 3.0]), 1.0)
+        >>> ij.functionals.L1().prox(jnp.array([-2.0, 0.5, 3.0]), 1.0)
         Array([-1.,  0.,  2.], dtype=float32)
     """
 

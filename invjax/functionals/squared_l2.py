@@ -42,7 +42,7 @@ class SquaredL2(Functional):
             parameters that do not broadcast to the input shape.
 
     Example:
-        >>> f = SquaredL2(data=jnp.array([1.0, 2.0]))
+        >>> f = ij.functionals.SquaredL2(data=jnp.array([1.0, 2.0]))
         >>> f.prox(jnp.array([4.0, 2.0]), 0.5)        # (v + 0.5 y) / 1.5
         Array([3., 2.], dtype=float32)
     """

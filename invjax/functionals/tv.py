@@ -103,7 +103,7 @@ class TV(Functional):
 
     Example:
         >>> noisy = jax.random.uniform(jax.random.PRNGKey(0), (32, 32))
-        >>> tv = TV()
+        >>> tv = ij.functionals.TV()
         >>> x = tv.prox(noisy, 0.1)                  # TV denoising
         >>> bool(tv(x) < tv(noisy))
         True

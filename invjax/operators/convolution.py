@@ -33,7 +33,7 @@ class Convolution(LinearOperator):
 
     Example:
         >>> psf = jnp.ones((5, 5)) / 25
-        >>> A = Convolution(psf, shape=(64, 64))
+        >>> A = ij.operators.Convolution(psf, shape=(64, 64))
         >>> y = A(jnp.zeros((64, 64)))
     """
 

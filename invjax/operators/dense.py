@@ -13,8 +13,9 @@ class Dense(LinearOperator):
     matrices of integer type are cast to the default float).
 
     Example:
-        >>> A = Dense(jnp.eye(3))
+        >>> A = ij.operators.Dense(jnp.eye(3))
         >>> A(jnp.ones(3))
+        Array([1., 1., 1.], dtype=float32)
     """
 
     matrix: jax.Array

@@ -23,7 +23,7 @@ class Downsample(LinearOperator):
     Shapes: ``x: (N, M) -> y: (N // f0, M // f1)``.
 
     Example:
-        >>> A = Downsample((64, 64), 4)
+        >>> A = ij.operators.Downsample((64, 64), 4)
         >>> A(jnp.ones((64, 64))).shape
         (16, 16)
     """

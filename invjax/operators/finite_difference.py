@@ -32,7 +32,7 @@ class FiniteDifference(LinearOperator):
     Shapes: ``x: S -> y: (len(axes),) + S``.
 
     Example:
-        >>> D = FiniteDifference((64, 64), boundary="neumann")
+        >>> D = ij.operators.FiniteDifference((64, 64), boundary="neumann")
         >>> D(jnp.ones((64, 64))).shape
         (2, 64, 64)
     """

@@ -23,7 +23,7 @@ class Mask(LinearOperator):
 
     Example:
         >>> m = jax.random.bernoulli(jax.random.PRNGKey(0), 0.5, (64, 64))
-        >>> A = Mask(m)
+        >>> A = ij.operators.Mask(m)
         >>> y = A(jnp.ones((64, 64)))
     """
 

@@ -31,7 +31,7 @@ class CartesianMRI(LinearOperator):
 
     Example:
         >>> mask = jnp.zeros((64, 64)).at[:, ::4].set(1.0)
-        >>> A = CartesianMRI(mask)
+        >>> A = ij.operators.CartesianMRI(mask)
         >>> y = A(jnp.ones((64, 64), jnp.complex64))
     """
 

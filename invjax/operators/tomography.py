@@ -262,7 +262,7 @@ class ParallelBeam2D(LinearOperator):
 
     Example:
         >>> import numpy as np
-        >>> A = ParallelBeam2D((128, 128), np.linspace(0, np.pi, 90, endpoint=False))
+        >>> A = ij.operators.ParallelBeam2D((128, 128), np.linspace(0, np.pi, 90, endpoint=False))
         >>> A.out_shape
         (90, 182)
         >>> y = A(jnp.ones((128, 128)))
@@ -486,9 +486,9 @@ def fbp(op: ParallelBeam2D, sinogram: jax.Array, filter: str = "ramp") -> jax.Ar
 
     Example:
         >>> import numpy as np
-        >>> A = ParallelBeam2D((64, 64), np.linspace(0, np.pi, 90, endpoint=False))
+        >>> A = ij.operators.ParallelBeam2D((64, 64), np.linspace(0, np.pi, 90, endpoint=False))
         >>> x = jnp.zeros((64, 64)).at[24:40, 24:40].set(1.0)
-        >>> x_rec = fbp(A, A(x), filter="hann")
+        >>> x_rec = ij.operators.fbp(A, A(x), filter="hann")
     """
     if not isinstance(op, ParallelBeam2D):
         raise TypeError(f"fbp: `op` must be a ParallelBeam2D, got {type(op).__name__}")
