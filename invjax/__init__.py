@@ -1,6 +1,6 @@
 """invjax: differentiable inverse problems in JAX."""
 
-from . import functionals, learned, metrics, noise, operators, phantoms, solvers, tuning
+from . import functionals, learned, metrics, noise, operators, phantoms, sampling, solvers, tuning
 from .solvers import ImplicitAdjoint, Problem, Solution, UnrollAdjoint, solve, solve_batch
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __all__ = [
     "noise",
     "operators",
     "phantoms",
+    "sampling",
     "solve",
     "solve_batch",
     "solvers",
