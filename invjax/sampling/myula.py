@@ -6,7 +6,7 @@ import jax.numpy as jnp  # noqa: F401  (the example's namespace)
 
 from ..solvers import Problem
 from ._target import AbstractSampler, SamplingAlgorithm, build_target, check_positive, check_sigma
-from .ula import langevin_algorithm
+from .ula import _check_factor, langevin_algorithm
 
 
 class MYULA(AbstractSampler):
@@ -26,11 +26,12 @@ class MYULA(AbstractSampler):
     step's dual variable (carried in the chain's state).
 
     Arguments:
-        step: ``delta > 0`` (``None``: ``1 / L``, ``L = L_smooth + n / lambda`` for ``n``
-            envelopes); must be below ``2 / L``.
+        step: ``delta > 0`` (``None``: ``step_factor / L``, ``L = L_smooth + n / lambda`` for
+            ``n`` envelopes); must be below ``2 / L``.
         smoothing: the envelopes' ``lambda > 0`` (``None``: ``1 / L_smooth``, the paper's
             recommended scale; the bias of the envelope grows with ``lambda``).
         prox_iters: inner iterations of an iterative prox per step (default 10).
+        step_factor: ``delta L`` of the default step, in ``(0, 2)`` (default 1).
 
     Raises:
         ValueError: a non-positive ``step`` or ``smoothing``, a step above ``2 / L``, an array
@@ -49,8 +50,10 @@ class MYULA(AbstractSampler):
     step: float | None = None
     smoothing: float | None = None
     prox_iters: int = 10
+    step_factor: float = 1.0
 
-    def __init__(self, step=None, smoothing=None, prox_iters=10):
+    def __init__(self, step=None, smoothing=None, prox_iters=10, step_factor=1.0):
+        self.step_factor = _check_factor(step_factor, "MYULA")
         self.step = check_positive(step, "step", "MYULA")
         self.smoothing = check_positive(smoothing, "smoothing", "MYULA")
         if isinstance(prox_iters, bool) or not isinstance(prox_iters, int) or prox_iters < 1:
@@ -62,4 +65,4 @@ class MYULA(AbstractSampler):
         sigma = check_sigma(sigma, "MYULA")
         target = build_target(problem, sigma, "MYULA", smooth_only=False, smoothing=self.smoothing,
                               prox_iters=self.prox_iters)
-        return langevin_algorithm(problem, target, self.step, "MYULA")
+        return langevin_algorithm(problem, target, self.step, "MYULA", self.step_factor)

@@ -19,12 +19,12 @@ from ._target import (
 )
 
 
-def langevin_algorithm(problem: Problem, target: Target, step, who: str) -> SamplingAlgorithm:
+def langevin_algorithm(problem: Problem, target: Target, step, who: str, step_factor: float = 1.0) -> SamplingAlgorithm:
     """The Euler-Maruyama step ``x - delta grad U(x) + sqrt(2 delta) z`` on ``target``
-    (ULA, and MYULA on the smoothed target). ``step=None``: ``1 / L``; bound ``2 / L``."""
+    (ULA, and MYULA on the smoothed target). ``step=None``: ``step_factor / L``; bound ``2 / L``."""
     real = target.lipschitz.dtype
     if step is None:
-        delta = 1.0 / target.lipschitz
+        delta = step_factor / target.lipschitz
     else:
         delta = check_step_bound(step, 2.0 / target.lipschitz, who, "2 / L for the Langevin step")
 
@@ -57,9 +57,11 @@ class ULA(AbstractSampler):
     smooth (``SquaredL2``, ``Huber``) or absent; no constraint (use :class:`MYULA`).
 
     Arguments:
-        step: the step ``delta > 0`` (``None``: ``1 / L`` with ``L`` the Lipschitz constant of
-            ``grad U``, ``||A||^2 L_F / sigma^2 + w L_R / sigma^2``). Must be below the stability
-            bound ``2 / L`` (checked when ``L`` is known at build time).
+        step: the step ``delta > 0`` (``None``: ``step_factor / L`` with ``L`` the Lipschitz
+            constant of ``grad U``, ``||A||^2 L_F / sigma^2 + w L_R / sigma^2``). Must be below the
+            stability bound ``2 / L`` (checked when ``L`` is known at build time; else at run time).
+        step_factor: ``delta L`` of the default step, in ``(0, 2)`` (default 1). Smaller steps
+            shrink the bias and slow the mixing in proportion.
 
     Raises:
         ValueError: a non-positive ``step``, or one above ``2 / L``.
@@ -75,12 +77,21 @@ class ULA(AbstractSampler):
     """
 
     step: float | None = None
+    step_factor: float = 1.0
 
-    def __init__(self, step=None):
+    def __init__(self, step=None, step_factor=1.0):
         self.step = check_positive(step, "step", "ULA")
+        self.step_factor = _check_factor(step_factor, "ULA")
 
     def build(self, problem: Problem, sigma) -> SamplingAlgorithm:
         """Bind to ``problem`` and noise level ``sigma``: a :class:`SamplingAlgorithm`."""
         sigma = check_sigma(sigma, "ULA")
         target = build_target(problem, sigma, "ULA", smooth_only=True)
-        return langevin_algorithm(problem, target, self.step, "ULA")
+        return langevin_algorithm(problem, target, self.step, "ULA", self.step_factor)
+
+
+def _check_factor(value, who):
+    out = check_positive(value, "step_factor", who, allow_none=False)
+    if not out < 2:
+        raise ValueError(f"{who}: `step_factor` must be < 2 (the stability bound is 2 / L), got {value!r}")
+    return out

@@ -6,6 +6,7 @@ from .fit import FitHistory, FitResult, fit
 from .gcv import gcv, gcv_score
 from .grid import GridResult, grid
 from .lcurve import lcurve
+from .sapg import SapgInfo, sapg
 from .secant import SecantState, secant
 from .sure import RegularizedInverse, SureGrid, probes, regularized_inverse, sure, sure_estimate, sure_grid, sure_risk
 
@@ -15,6 +16,7 @@ __all__ = [
     "GridResult",
     "RegularizedInverse",
     "RuleInfo",
+    "SapgInfo",
     "SecantState",
     "SureGrid",
     "TuningWarning",
@@ -26,6 +28,7 @@ __all__ = [
     "lcurve",
     "probes",
     "regularized_inverse",
+    "sapg",
     "secant",
     "sure",
     "sure_estimate",
