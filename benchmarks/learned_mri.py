@@ -1,7 +1,7 @@
 """MoDL against zero-filling and TV at its oracle weight: 4x accelerated Cartesian MRI of brain slices.
 
 Data, no download: axial slices of the MNI152 T1 template that ships inside nilearn
-(``invjax.learned.mri_data.brain_slices``), split by position into train / validation / test
+(``invjax.learned.training.mri_data.brain_slices``), split by position into train / validation / test
 blocks (5 mm gaps), resized to ``--size``. The ground truth is the real slice in [0, 1];
 k-space is ``y = M F (S_c x) + M n`` with complex Gaussian noise ``n`` (``E|n_i|^2 = --noise^2``),
 ``M`` a 4x variable-density mask of whole phase-encode lines (8 % centre), for one coil and for
@@ -77,7 +77,7 @@ class Setting:
         import jax.numpy as jnp
 
         import invjax as ij
-        from invjax.learned.mri_data import coil_sensitivities, variable_density_mask
+        from invjax.learned.training.mri_data import coil_sensitivities, variable_density_mask
 
         self.n, self.coils, self.noise, self.acc = args.size, coils, args.noise, args.acceleration
         sens = None if coils == 1 else coil_sensitivities(args.size, coils)
@@ -187,7 +187,7 @@ def section_modl(st, train_x, val, test, args, key, run_dir):
     import optax
 
     import invjax as ij
-    from invjax.learned.modl import MoDL
+    from invjax.learned.networks.modl import MoDL
 
     k_model, k_train1, k_train2 = jax.random.split(key, 3)
     model = MoDL(st.template, iterations=args.iterations, cg_iters=args.cg_iters, depth=args.depth,
@@ -310,14 +310,14 @@ def main(argv=None):
     import jax
     import jax.numpy as jnp
 
-    from invjax.learned.mri_data import brain_slices
+    from invjax.learned.training.mri_data import brain_slices
 
     key = jax.random.PRNGKey(args.seed)
     train_x = brain_slices(args.size, "train")
     val_x = brain_slices(args.size, "validation")[: args.max_validation]
     test_x = brain_slices(args.size, "test")[: args.max_test]
     out = {"size": args.size, "acceleration": args.acceleration, "noise": args.noise, "coils": args.coils,
-           "data": {"source": "MNI152 2009a T1 template in nilearn (invjax.learned.mri_data.brain_slices)",
+           "data": {"source": "MNI152 2009a T1 template in nilearn (invjax.learned.training.mri_data.brain_slices)",
                     "train": int(train_x.shape[0]), "validation": int(val_x.shape[0]), "test": int(test_x.shape[0])},
            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if argv is None else " ".join(argv),
            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

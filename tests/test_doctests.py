@@ -37,7 +37,7 @@ SLOW_DOCSTRING_S = 4.0
 
 # Docstrings of other areas allowed to exceed the bound for now (their examples still run).
 KNOWN_SLOW: dict[str, str] = {
-    "invjax.learned.ridge.ConvexRidge": "5.2-5.9 s CPU measured",
+    "invjax.learned.priors.ridge.ConvexRidge": "5.2-5.9 s CPU measured",
 }
 
 # Modules of other areas whose examples did not run yet when this test landed; each entry is
@@ -45,16 +45,17 @@ KNOWN_SLOW: dict[str, str] = {
 # operators/, functionals/, metrics, noise or phantoms here.
 _PREDATES = "examples written before they ran as doctests (names undefined in the fresh namespace)"
 KNOWN_FAILING: dict[str, str] = {
-    "invjax.learned.deq": _PREDATES,
-    "invjax.learned.dncnn": _PREDATES,
-    "invjax.learned.ffdnet": _PREDATES,
-    "invjax.learned.modl": _PREDATES,
-    "invjax.learned.mri_data": _PREDATES,
-    "invjax.learned.pnp": _PREDATES,
-    "invjax.learned.spline": _PREDATES,
-    "invjax.learned.training": _PREDATES,
-    "invjax.learned.unrolled": _PREDATES,
-    "invjax.learned.zoo_import": _PREDATES,
+    "invjax.learned.networks.deq": _PREDATES,
+    "invjax.learned.networks.dncnn": _PREDATES,
+    "invjax.learned.networks.ffdnet": _PREDATES,
+    "invjax.learned.networks.modl": _PREDATES,
+    "invjax.learned.training.mri_data": _PREDATES,
+    "invjax.learned.priors.pnp": _PREDATES,
+    "invjax.learned.priors.spline": _PREDATES,
+    "invjax.learned.training.loop": _PREDATES,
+    "invjax.learned.training.losses": _PREDATES,
+    "invjax.learned.networks.unrolled": _PREDATES,
+    "invjax.learned.zoo": _PREDATES,
     "invjax.solvers.cg": _PREDATES,
     "invjax.solvers.driver": _PREDATES,
     "invjax.solvers.linear": _PREDATES,

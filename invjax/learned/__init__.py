@@ -1,5 +1,10 @@
 """Learned components: regularizers, denoisers and their training.
 
+Laid out by role: :mod:`~invjax.learned.priors` (what enters a :class:`~invjax.Problem`),
+:mod:`~invjax.learned.networks` (denoisers and reconstruction networks),
+:mod:`~invjax.learned.training` (the loop, losses, data) and :mod:`~invjax.learned.zoo`
+(save / load / pretrained / import_weights); every public name is re-exported here.
+
 * :class:`ConvexRidge`: the convex ridge regularizer CRR-NN (and its weakly convex variant
   WCRR-NN), a smooth :class:`~invjax.functionals.Functional` with a known gradient Lipschitz
   constant, usable wherever ``TV()`` goes;
@@ -24,29 +29,28 @@
   without torch or arbitrary unpickling).
 """
 
-from .data import BUNDLED, load_images, patch_data, patches, split, stack
-from .deq import DEQ, DEQStats, anderson
-from .dncnn import DnCNN, conv_operator_norm
-from .drunet import DRUNet
-from .ffdnet import FFDNet
-from .modl import MoDL
-from .mri_data import brain_slices, coil_sensitivities, variable_density_mask
-from .pretrained import available, load, metadata, pretrained, save
-from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
-from .ridge import ConvexRidge
-from .spline import LinearSpline
+from .networks import DEQ, DEQStats, DnCNN, DRUNet, FFDNet, LearnedPrimalDual, MoDL, anderson, conv_operator_norm
+from .priors import HQS, ConvexRidge, DenoiserPrior, LinearSpline, PnP, admm_contraction, fbs_contraction, hqs_contraction
 from .training import (
+    BUNDLED,
     CHECKPOINT_NAME,
     History,
+    brain_slices,
+    coil_sensitivities,
     denoising_loss,
     denoising_validation,
+    load_images,
     measure,
+    patch_data,
+    patches,
     reconstruction_loss,
+    split,
+    stack,
     supervised_loss,
     train,
+    variable_density_mask,
 )
-from .unrolled import LearnedPrimalDual
-from .zoo_import import import_weights, read_state_dict
+from .zoo import available, import_weights, load, metadata, pretrained, read_state_dict, save
 
 __all__ = [
     "BUNDLED",

@@ -11,7 +11,7 @@ import pytest
 
 import invjax as ij
 from invjax.learned import measure, supervised_loss
-from invjax.learned.deq import DEQ, anderson
+from invjax.learned.networks.deq import DEQ, anderson
 from invjax.operators.base import LinearOperator
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import correlate2d
 
-from invjax.learned.dncnn import DnCNN, conv_operator_norm
+from invjax.learned.networks.dncnn import DnCNN, conv_operator_norm
 
 
 def _random_params(net, rng, scale=0.3):

@@ -10,7 +10,7 @@ from scipy.signal import correlate2d
 
 from invjax.learned import FFDNet
 from tests.conftest import x64_enabled
-from invjax.learned._conv import conv2d, pixel_shuffle, pixel_unshuffle
+from invjax.learned.networks._conv import conv2d, pixel_shuffle, pixel_unshuffle
 
 
 def _scipy_conv_hwc(x, w, b):

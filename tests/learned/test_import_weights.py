@@ -470,7 +470,7 @@ def _np_drunet(x, sigma, sd, nb):
 
 
 def _drunet_state(rng, channels=1, widths=(4, 6, 8, 8), nb=1):
-    from invjax.learned.zoo_import import _drunet_keys
+    from invjax.learned.zoo import _drunet_keys
 
     shapes = [(widths[0], channels + 1, 3, 3)]
     for lvl in range(3):

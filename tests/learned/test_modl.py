@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import invjax as ij
-from invjax.learned.dncnn import DnCNN
-from invjax.learned.modl import MoDL
-from invjax.learned.mri_data import brain_slices, coil_sensitivities, variable_density_mask
+from invjax.learned.networks.dncnn import DnCNN
+from invjax.learned.networks.modl import MoDL
+from invjax.learned.training.mri_data import brain_slices, coil_sensitivities, variable_density_mask
 
 N = 8
 
@@ -317,7 +317,7 @@ def test_brain_slices_splits_are_disjoint_separated_and_deterministic():
 
 
 def test_brain_slices_without_nilearn_says_what_to_install(monkeypatch):
-    from invjax.learned import mri_data
+    from invjax.learned.training import mri_data
 
     mri_data._volume.cache_clear()
     monkeypatch.setitem(sys.modules, "nilearn", None)

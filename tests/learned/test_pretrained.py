@@ -220,6 +220,23 @@ def test_save_load_round_trips_every_model_kind(tmp_path, name):
     assert len(traces) == 1  # one compilation served both: their static halves are equal and hashable
 
 
+def test_a_file_naming_a_module_of_the_flat_layout_still_loads(tmp_path):
+    """learned/ was split by role (priors/, networks/, training/, zoo.py): a file that names a class
+    by its module path before the split (``invjax.learned.dncnn.DnCNN``) loads as the same class."""
+    model = _random_model(_dncnn)
+    ij.learned.save(tmp_path / "m", model)
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["structure"]["module"] == "invjax.learned.DnCNN"
+    record["structure"]["module"] = "invjax.learned.dncnn.DnCNN"  # the JSON is not hashed, the leaves are
+    (tmp_path / "m.json").write_text(json.dumps(record))
+    back = ij.learned.load(tmp_path / "m")
+    assert type(back) is DnCNN and bool(eqx.tree_equal(back, model))
+    record["structure"]["module"] = "invjax.learned.dncnn.NoSuchNet"
+    (tmp_path / "m.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"names class 'invjax.learned.dncnn.NoSuchNet'"):
+        ij.learned.load(tmp_path / "m")
+
+
 @pytest.mark.parametrize("name", sorted(OPERATORS))
 def test_every_registered_operator_round_trips(tmp_path, name):
     """A saved network's operator is rebuilt from its static fields (shape, angles, ...) and its

@@ -14,8 +14,8 @@ import scipy.optimize
 import scipy.signal
 
 import invjax as ij
-from invjax.learned.ridge import ConvexRidge
-from invjax.learned.spline import LinearSpline
+from invjax.learned.priors.ridge import ConvexRidge
+from invjax.learned.priors.spline import LinearSpline
 from tests.conftest import x64_enabled
 
 SMALL = dict(channels=(1, 3, 6), kernel_size=3, knots=11)  # composed filters 5 x 5

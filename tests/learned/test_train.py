@@ -16,12 +16,12 @@ import numpy as np
 import optax
 import pytest
 
-from invjax.learned.data import BUNDLED, load_images, patch_data, patches, split, stack
-from invjax.learned.dncnn import DnCNN
+from invjax.learned.training.data import BUNDLED, load_images, patch_data, patches, split, stack
+from invjax.learned.networks.dncnn import DnCNN
 from invjax.learned.training import CHECKPOINT_NAME, denoising_loss, denoising_validation, train
 
 # the module (a package __init__ that re-exports the function `train` would shadow the name)
-train_mod = importlib.import_module("invjax.learned.training")
+train_mod = importlib.import_module("invjax.learned.training.loop")
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -267,8 +267,8 @@ def test_data_parallel_over_two_host_devices_matches_one_device(tmp_path):
         import os, sys
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
         import jax, numpy as np, optax
-        from invjax.learned.data import patch_data
-        from invjax.learned.dncnn import DnCNN
+        from invjax.learned.training.data import patch_data
+        from invjax.learned.networks.dncnn import DnCNN
         from invjax.learned.training import denoising_loss, train
         assert len(jax.devices()) == int(sys.argv[1])
         net = DnCNN(depth=2, width=4, key=jax.random.PRNGKey(0))

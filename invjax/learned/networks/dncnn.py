@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.base import concrete_or_none, default_float
+from ...operators.base import concrete_or_none, default_float
 from ._conv import conv2d, hwio
-from ._denoise import check_images, check_sigma, restore
+from .._denoise import check_images, check_sigma, restore
 
 __all__ = ["DnCNN", "conv_operator_norm"]
 
@@ -158,7 +158,7 @@ class DnCNN(eqx.Module):
     so the bound holds up to that factor per layer. The denoiser is then ``1 + lipschitz``
     Lipschitz, and ``D - I`` is
     ``lipschitz``-Lipschitz: Ryu et al.'s condition for plug-and-play convergence (see
-    :mod:`invjax.learned.pnp`) when ``lipschitz < 1``. :attr:`residual_lipschitz` reports it.
+    :mod:`invjax.learned.priors.pnp`) when ``lipschitz < 1``. :attr:`residual_lipschitz` reports it.
 
     Args:
         channels: image channels ``C`` (default 1).
@@ -367,7 +367,7 @@ def _residual(net: DnCNN, img: jax.Array, sigma_map: jax.Array | None) -> jax.Ar
 
 def _residual_batch(net: DnCNN, imgs: jax.Array, sigma_maps: jax.Array | None) -> jax.Array:
     """``N`` on ``(B, C, H, W)`` images and ``(B, 1, H, W)`` noise maps (or ``None``), computed
-    channels-last with :func:`~invjax.learned._conv.conv2d` (fast inside solver loops)."""
+    channels-last with :func:`~invjax.learned.networks._conv.conv2d` (fast inside solver loops)."""
     x = jnp.concatenate([imgs, sigma_maps], axis=1) if net.noise_level_input else imgs
     x = jnp.moveaxis(x, 1, -1)
     ws = net.normalised_weights(imgs.dtype)

@@ -9,7 +9,7 @@ knot grid to the size of the filter responses, ``lambda`` sets the strength; ``p
 psi_i''(mu t)`` keeps the curvature bounds, so neither changes the constraints below),
 ``W = (W_1, ..., W_C)`` a learned multi-convolution and ``psi_i`` learned 1-D potentials
 whose derivatives ``sigma_i = psi_i'`` are linear splines with bounded slopes
-(:class:`~invjax.learned.spline.LinearSpline`):
+(:class:`~invjax.learned.priors.spline.LinearSpline`):
 
 * **CRR-NN** (Goujon, Neumayer, Bohra, Ducotterd & Unser, "A neural-network-based convex
   regularizer for inverse problems", IEEE Trans. Comput. Imaging 9, 2023): slopes in
@@ -19,7 +19,7 @@ whose derivatives ``sigma_i = psi_i'`` are linear splines with bounded slopes
   every ``psi_i`` is 1-weakly convex and ``R + (rho / 2) ||.||^2`` is convex for
   ``rho = lambda ||W^T B W|| <= lambda ||W||^2``, ``B = diag(max(0, -min slope of psi_i))``. Here the
   potentials are also kept non-decreasing in ``|t|`` (``t sigma_i(t) >= 0``, see
-  :mod:`~invjax.learned.spline`): a negative slope can bend ``psi_i`` down towards 0 but never
+  :mod:`~invjax.learned.priors.spline`): a negative slope can bend ``psi_i`` down towards 0 but never
   below it, so ``R >= 0`` and a problem ``1/2 ||A x - y||^2 + lambda R`` stays bounded below
   (with free negative slopes, linear extrapolation would make ``psi_i -> -inf``).
 
@@ -88,11 +88,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..functionals.base import Functional
-from ..functionals._validate import as_input, check_step
-from ..operators.base import concrete_or_none
-from ..solvers import linear
-from ._denoise import batched
+from ...functionals.base import Functional
+from ...functionals._validate import as_input, check_step
+from ...operators.base import concrete_or_none
+from ...solvers import linear
+from .._denoise import batched
 from .spline import LinearSpline
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -149,7 +149,7 @@ class ConvexRidge(Functional):
 
     Example:
         >>> import invjax as ij
-        >>> from invjax.learned.ridge import ConvexRidge
+        >>> from invjax.learned.priors.ridge import ConvexRidge
         >>> reg = ConvexRidge(key=jax.random.key(0))
         >>> x = ij.phantoms.shepp_logan(32)
         >>> reg(x).shape, reg.grad(x).shape, reg.prox(x, 0.5).shape

@@ -2,7 +2,7 @@ r"""FFDNet-style denoiser: a CNN on four half-resolution sub-images plus a noise
 
 Zhang, Zuo & Zhang, "FFDNet: toward a fast and flexible solution for CNN-based image
 denoising", IEEE Trans. Image Process. 27(9), 2018. The noisy image ``y`` (``C`` channels) is
-split by :func:`~invjax.learned._conv.pixel_unshuffle` into ``4C`` sub-images of half the side,
+split by :func:`~invjax.learned.networks._conv.pixel_unshuffle` into ``4C`` sub-images of half the side,
 a constant (or per-pixel) map of the noise level ``sigma`` is appended, and ``depth`` 3x3
 convolutions with ReLU between them map these ``4C + 1`` channels to ``4C``, which are shuffled
 back to full resolution:
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._conv import conv2d, pixel_shuffle, pixel_unshuffle
-from ._denoise import check_images, check_sigma, restore
+from .._denoise import check_images, check_sigma, restore
 
 __all__ = ["FFDNet"]
 
@@ -50,7 +50,7 @@ class FFDNet(eqx.Module):
         key: ``jax.random`` key for the He-normal initialisation (keyword, required).
 
     Kernels are stored channels-last, ``(3, 3, C_in, C_out)`` (the layout the convolutions run
-    in, :mod:`invjax.learned._conv`).
+    in, :mod:`invjax.learned.networks._conv`).
 
     Example:
         >>> net = FFDNet(depth=4, width=16, key=jax.random.PRNGKey(0))

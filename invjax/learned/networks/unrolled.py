@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.base import LinearOperator, default_float
+from ...operators.base import LinearOperator, default_float
 from ._conv import conv2d, hwio
 
 __all__ = ["LearnedPrimalDual"]
@@ -97,7 +97,7 @@ def _block_params(key, c_in, c_out, width, depth, dtype):
 
 def _block_apply(params, x):
     """One CNN block on ``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``, computed channels-last
-    (:func:`~invjax.learned._conv.conv2d`; kernels stored ``(C_out, C_in, 3, 3)``)."""
+    (:func:`~invjax.learned.networks._conv.conv2d`; kernels stored ``(C_out, C_in, 3, 3)``)."""
     ws, bs, alphas = params
     x = jnp.moveaxis(x, 1, -1)
     for i, (w, b) in enumerate(zip(ws, bs)):

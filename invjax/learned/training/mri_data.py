@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.base import default_complex, default_float
+from ...operators.base import default_complex, default_float
 
 __all__ = ["SPLITS", "TEMPLATE", "brain_slices", "coil_sensitivities", "variable_density_mask"]
 

@@ -6,7 +6,7 @@ The input is the image with a constant noise-level map ``sigma`` as an extra cha
 of widths ``(64, 128, 256, 512)``, ``blocks`` residual blocks ``x + W_2 ReLU(W_1 x)`` per scale
 (3x3 convolutions), 2x2 stride-2 convolutions down and 2x2 stride-2 transposed convolutions up,
 skip connections added (not concatenated), no biases; the output is the denoised image itself
-(not a residual). Convolutions run channels-last (:func:`~invjax.learned._conv.conv2d`; the 2x2
+(not a residual). Convolutions run channels-last (:func:`~invjax.learned.networks._conv.conv2d`; the 2x2
 stride-2 ones are exact reshapes and matrix products), so the network is fast inside solver loops.
 Weights: :func:`invjax.learned.import_weights` ``("drunet", "drunet_gray.pth")``.
 """
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ._conv import conv2d, hwio
-from ._denoise import check_images, check_sigma, restore
+from .._denoise import check_images, check_sigma, restore
 
 __all__ = ["DRUNet"]
 

@@ -8,7 +8,7 @@ the reconstruction is the fixed point
           f_\theta(x) = R_\theta\big(x - \eta\, A^T (A x - y)\big), \qquad
           R_\theta(z) = (1 - \tau)\, z + \tau\, N_\theta(z),
 
-with ``N`` a spectrally normalised CNN (:class:`~invjax.learned.dncnn.DnCNN`'s convolution
+with ``N`` a spectrally normalised CNN (:class:`~invjax.learned.networks.dncnn.DnCNN`'s convolution
 stack, ``depth`` 3x3 convolutions of ``width`` filters with ReLU between them, no residual
 connection) whose Lipschitz constant is at most ``c = lipschitz``, ``tau = relaxation`` in
 ``(0, 1]``, and ``eta`` a learned step in ``(0, 2 / ||A||^2)``.
@@ -33,7 +33,7 @@ norm-1 layers; the convex combination keeps an identity path (with ``N = 0`` the
 the Tikhonov solution ``(A^T A + \lambda I)^{-1} A^T y``, ``lambda = tau / ((1 - tau) eta)``) at
 the price of a slower certified rate. The certificate holds up to the accuracy of the two
 estimates it rests on, both approached from below: the convolutions' norms
-(:func:`~invjax.learned.dncnn.conv_operator_norm`, within 0.7 % per layer on random kernels)
+(:func:`~invjax.learned.networks.dncnn.conv_operator_norm`, within 0.7 % per layer on random kernels)
 and ``||A||`` (power iteration, which is why the stored norm is inflated by 1 %).
 
 **Choosing the bound** (``lipschitz``, ``relaxation``). The certificate has a price: two
@@ -72,7 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.base import LinearOperator, default_float
+from ...operators.base import LinearOperator, default_float
 from ._conv import conv2d, hwio
 from .dncnn import DnCNN
 
@@ -282,7 +282,7 @@ class DEQ(eqx.Module):
             :func:`~invjax.operators.fbp`). The fixed point does not depend on it (only the
             number of iterations does) and no gradient flows through it.
         power_iters, spectral_grid: settings of the spectral normalisation (defaults 30, 16;
-            see :func:`~invjax.learned.dncnn.conv_operator_norm`).
+            see :func:`~invjax.learned.networks.dncnn.conv_operator_norm`).
         dtype: parameter dtype (default float32). At call time parameters are cast to the data's
             precision: float64 data give a float64 solve under ``jax_enable_x64``.
         key: ``jax.random`` key for the initialisation (keyword, required).
@@ -402,7 +402,7 @@ class DEQ(eqx.Module):
     def _params(self, dtype):
         """The parameters as applied: normalised kernels (channels-last, ``(kh, kw, C_in, C_out)``),
         biases and ``eta``, in ``dtype``."""
-        # channels-last for the loop (see invjax/learned/_conv.py)
+        # channels-last for the loop (see invjax/learned/networks/_conv.py)
         ws = tuple(hwio(w) for w in self.network.normalised_weights(dtype))
         bs = tuple(b.astype(dtype) for b in self.network.biases)
         return ws, bs, self.step.astype(dtype)

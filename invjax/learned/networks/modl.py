@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..operators.base import LinearOperator
-from ..solvers.linear import cg
+from ...operators.base import LinearOperator
+from ...solvers.linear import cg
 from .dncnn import DnCNN
 
 __all__ = ["MoDL"]

@@ -28,7 +28,7 @@ since a plug-and-play fixed point is not the minimiser of a known objective.
 
 **Convergence** (Ryu, Liu, Wang, Chen, Wang & Yin, "Plug-and-play methods provably converge
 with properly trained denoisers", ICML 2019). Assume the residual ``N = I - D`` is
-``eps``-Lipschitz (a :class:`~invjax.learned.dncnn.DnCNN` with ``spectral_norm=True`` and
+``eps``-Lipschitz (a :class:`~invjax.learned.networks.dncnn.DnCNN` with ``spectral_norm=True`` and
 ``lipschitz=eps``), so the reflected denoiser ``2D - I = I - 2N`` is ``(1 + 2 eps)``-Lipschitz
 and ``D`` is ``(1 + eps)``-Lipschitz, and let ``f = ½||A x - y||²`` with the spectrum of
 ``A^T A`` in ``[mu, L]``, ``mu > 0`` (``f`` strongly convex). Then:
@@ -64,10 +64,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..functionals import Functional
-from ..functionals._validate import as_input, check_step, safe_sqrt
-from ..solvers import ADMM
-from ..solvers.driver import relative_change
+from ...functionals import Functional
+from ...functionals._validate import as_input, check_step, safe_sqrt
+from ...solvers import ADMM
+from ...solvers.driver import relative_change
 
 __all__ = ["PnP", "DenoiserPrior", "HQS", "admm_contraction", "fbs_contraction", "hqs_contraction"]
 
@@ -92,7 +92,7 @@ class DenoiserPrior(Functional):
     Args:
         denoiser: a callable ``denoiser(v, sigma) -> x`` of the shape and dtype of ``v`` (for a
             model with a ``denoise(v, sigma)`` method that is called instead), e.g. a
-            :class:`~invjax.learned.dncnn.DnCNN`. An equinox module is held as a pytree (its
+            :class:`~invjax.learned.networks.dncnn.DnCNN`. An equinox module is held as a pytree (its
             arrays can be trained through ``diff="unroll"`` solves); a plain function is held as
             static data (hashable; a new function object recompiles).
 

@@ -1,0 +1,27 @@
+"""Training: the one resumable loop (:func:`train`), its losses, and data without downloads
+(image folders and scikit-image's images, patches; MRI slices of a brain template)."""
+
+from .data import BUNDLED, load_images, patch_data, patches, split, stack
+from .loop import CHECKPOINT_NAME, History, train
+from .losses import denoising_loss, denoising_validation, measure, reconstruction_loss, supervised_loss
+from .mri_data import brain_slices, coil_sensitivities, variable_density_mask
+
+__all__ = [
+    "BUNDLED",
+    "CHECKPOINT_NAME",
+    "History",
+    "brain_slices",
+    "coil_sensitivities",
+    "denoising_loss",
+    "denoising_validation",
+    "load_images",
+    "measure",
+    "patch_data",
+    "patches",
+    "reconstruction_loss",
+    "split",
+    "stack",
+    "supervised_loss",
+    "train",
+    "variable_density_mask",
+]
