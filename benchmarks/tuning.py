@@ -177,20 +177,20 @@ def run_tv(P, log, extras=False):
     g_train = None
     if P.get("train_grid", True) or extras:
         start = time.perf_counter()
-        g_train = ij.tuning.grid(make, xtr, ytr, grid, solver, data_range=1.0)
+        g_train = ij.tuning.grid(make, xtr, ytr, weights=grid, solver=solver, data_range=1.0)
         jax.block_until_ready(g_train.scores)
         log(f"  grid (train, with compilation) {time.perf_counter() - start:.1f}s")
     else:
         # compile the grid program on its own, so that the timed run below excludes compilation
-        jax.jit(lambda x, y: ij.tuning.grid(make, x, y, grid, solver, data_range=1.0)).lower(xte, yte).compile()
+        jax.jit(lambda x, y: ij.tuning.grid(make, x, y, weights=grid, solver=solver, data_range=1.0)).lower(xte, yte).compile()
     start = time.perf_counter()
-    g_test = ij.tuning.grid(make, xte, yte, grid, solver, data_range=1.0)
+    g_test = ij.tuning.grid(make, xte, yte, weights=grid, solver=solver, data_range=1.0)
     jax.block_until_ready(g_test.scores)
     grid_seconds = time.perf_counter() - start
     curve = np.asarray(jnp.mean(g_test.scores, axis=1))
     oracle_w, oracle_psnr = float(g_test.weight), float(g_test.score)
     per_oracle = np.asarray(g_test.per_image_score)
-    grid_iters = int(np.sum(g_test.iterations))
+    grid_iters = int(np.sum(g_test.grid_iterations))
     log(f"  oracle {oracle_w:.3g}: {oracle_psnr:.2f} dB; grid {grid_seconds:.1f}s, {grid_iters} iterations")
     rows.append(_row("oracle (grid-40 on held-out)", oracle_w, oracle_psnr, 0.0, G * B, grid_seconds))
     if g_train is not None:
@@ -199,9 +199,10 @@ def run_tv(P, log, extras=False):
         rows.append(_row("grid-40 on training", w_gt, psnr_gt, oracle_psnr - psnr_gt, G * B, grid_seconds))
 
     # fit: compile with one step, then the timed run from the same start
-    ij.tuning.fit(make, xtr, ytr, P["init"], solver, P["optimizer"], steps=1, loss=P["loss"], progress=False)
+    ij.tuning.fit(make, xtr, ytr, init=P["init"], solver=solver, optimizer=P["optimizer"], max_iters=1, loss=P["loss"], progress=False)
     start = time.perf_counter()
-    weight, hist = ij.tuning.fit(make, xtr, ytr, P["init"], solver, P["optimizer"], steps=P["steps"], loss=P["loss"], progress=False)
+    res = ij.tuning.fit(make, xtr, ytr, init=P["init"], solver=solver, optimizer=P["optimizer"], max_iters=P["steps"], loss=P["loss"], progress=False)
+    weight, hist = res.weight, res.history
     fit_seconds = time.perf_counter() - start
     w_fit = float(weight)
     psnr_fit = float(np.mean(_psnr_batch(make, solver, xte, yte, jnp.full((B,), w_fit))))
@@ -232,15 +233,15 @@ def run_tv(P, log, extras=False):
     lo, hi = P["bounds"]
 
     def sure_fn(y, s, k):
-        return jax.vmap(lambda yi, si, ki: ij.tuning.sure(make, yi, si, ki, solver, bounds=(lo, hi), weighting=P["weighting"], return_info=True))(y, s, k)
+        return jax.vmap(lambda yi, si, ki: ij.tuning.sure(make, yi, si, ki, solver=solver, bounds=(lo, hi), weighting=P["weighting"]))(y, s, k)
 
     def disc_fn(y, s):
-        return jax.vmap(lambda yi, si: ij.tuning.discrepancy(make, yi, si, solver, bounds=(lo, hi), return_info=True))(y, s)
+        return jax.vmap(lambda yi, si: ij.tuning.discrepancy(make, yi, si, solver=solver, bounds=(lo, hi)))(y, s)
 
     lgrid = jnp.logspace(np.log10(lo), np.log10(hi), 25)
 
     def lcurve_fn(y):
-        return jax.vmap(lambda yi: ij.tuning.lcurve(make, yi, solver, lgrid, return_info=True))(y)
+        return jax.vmap(lambda yi: ij.tuning.lcurve(make, yi, solver=solver, weights=lgrid))(y)
 
     rule_records = {}
     for name, f, args in [
@@ -248,7 +249,8 @@ def run_tv(P, log, extras=False):
         ("discrepancy", disc_fn, (yte, sig)),
         ("lcurve", lcurve_fn, (yte,)),
     ]:
-        (w, info), seconds = _timed(f, *args)
+        info, seconds = _timed(f, *args)
+        w = info.weight
         p = _psnr_batch(make, solver, xte, yte, w)
         gaps = per_oracle - p
         solves = int(np.sum(info.solves))
@@ -276,7 +278,7 @@ def run_tv(P, log, extras=False):
 
 def _sure_vs_risk(make, solver, W, x, y, s, k, w):
     """SURE at weight ``w`` and the true (weighted) measurement-domain risk of that solve."""
-    est = ij.tuning.sure_risk(make, w, y, s, k, solver, weighting=W)
+    est = ij.tuning.sure_risk(make, y, s, k, weight=w, solver=solver, weighting=W)
     problem = make(w, y)
     e = problem.op.mv(ij.solve(problem, solver).x - x)
     e = e if W is None else W(e)
@@ -339,12 +341,13 @@ def run_tikhonov(quick, log):
     make = lambda w, y: ij.Problem(A, y, fn.SquaredL2(), w)  # noqa: E731
     solver = ij.solvers.CG(max_iters=500, tol=1e-6)
     grid = jnp.logspace(-5, 0, 40)
-    g = ij.tuning.grid(make, x, y, grid, solver, data_range=1.0)
+    g = ij.tuning.grid(make, x, y, weights=grid, solver=solver, data_range=1.0)
     per_oracle = np.asarray(g.per_image_score)
     keys = jax.random.split(jax.random.PRNGKey(5), 8)
-    (w, info), seconds = _timed(
-        lambda y, k: jax.vmap(lambda yi, ki: ij.tuning.gcv(make, yi, ki, solver, bounds=(1e-5, 1.0), probes=8, return_info=True))(y, k), y, keys
+    info, seconds = _timed(
+        lambda y, k: jax.vmap(lambda yi, ki: ij.tuning.gcv(make, yi, ki, solver=solver, bounds=(1e-5, 1.0), probes=8))(y, k), y, keys
     )
+    w = info.weight
     closed = np.array([_gcv_closed_form(A, yi) for yi in np.asarray(y)])
     p = _psnr_batch(make, solver, x, y, w)
     ratio = np.asarray(w) / closed
@@ -428,13 +431,15 @@ def run_aniso(quick, log):
     P = aniso(quick)
     make, solver = P["make"], P["solver"]
     B = 8
-    g = ij.tuning.grid(make, P["x_test"], P["y_test"], P["grid"], solver, data_range=1.0)
+    g = ij.tuning.grid(make, P["x_test"], P["y_test"], weights=P["grid"], solver=solver, data_range=1.0)
     start = time.perf_counter()
-    w_s, h_s = ij.tuning.fit(make, P["x_train"], P["y_train"], P["init"], solver, steps=P["steps"], loss="psnr", progress=False)
+    res = ij.tuning.fit(make, P["x_train"], P["y_train"], init=P["init"], solver=solver, max_iters=P["steps"], loss="psnr", progress=False)
+    w_s, h_s = res.weight, res.history
     t_s = time.perf_counter() - start
     start = time.perf_counter()
     init_v = jnp.full((2, 1, 1), P["init"])
-    w_v, h_v = ij.tuning.fit(make, P["x_train"], P["y_train"], init_v, solver, steps=P["steps"], loss="psnr", progress=False)
+    res = ij.tuning.fit(make, P["x_train"], P["y_train"], init=init_v, solver=solver, max_iters=P["steps"], loss="psnr", progress=False)
+    w_v, h_v = res.weight, res.history
     t_v = time.perf_counter() - start
     p_s = float(np.mean(_psnr_batch(make, solver, P["x_test"], P["y_test"], jnp.full((B,), w_s))))
     p_v = float(np.mean(_psnr_batch(make, solver, P["x_test"], P["y_test"], jnp.broadcast_to(w_v, (B, 2, 1, 1)))))

@@ -18,6 +18,12 @@ Usage::
 
     python benchmarks/tuning_speed.py            # ~5 min on 2 cores
     python benchmarks/tuning_speed.py --quick    # 64² tiles
+    python benchmarks/tuning_speed.py --sure-vs main~3   # SURE only: this tree against a git ref, alternating
+
+``--sure-vs REF`` times ``tuning.sure`` at ``ADMM()`` defaults on the first held-out tile with this
+tree's invjax and with the invjax of git revision ``REF`` (exported with ``git archive`` to a
+temporary folder), each in its own fresh process, alternating ``--repeats`` times, so that both
+see the same load on a shared core; it prints each warm time and the ratio of the medians.
 
 Writes ``benchmarks/results/tuning_speed.json`` and prints a markdown table.
 """
@@ -47,7 +53,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--fit-steps", type=int, default=6)
     ap.add_argument("--output", type=Path, default=None)
+    ap.add_argument("--sure-vs", default=None, metavar="REF", help="time SURE against invjax at git revision REF")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        return _sure_child(args.quick, args.child)
+    if args.sure_vs:
+        return _sure_versus(args)
 
     import jax
     import jax.numpy as jnp
@@ -88,7 +101,7 @@ def main(argv=None):
     key = jax.random.PRNGKey(3)
     for label, solver in [("ADMM() defaults", ij.solvers.ADMM()),
                           ("ADMM(max_iters=300, tol=1e-5)", ij.solvers.ADMM(max_iters=300, tol=1e-5))]:
-        f = jax.jit(lambda y, s=solver: ij.tuning.sure(make, y, sigma, key, s, return_info=True))
+        f = jax.jit(lambda y, s=solver: ij.tuning.sure(make, y, sigma, key, solver=s))
         t0 = time.perf_counter()
         try:
             jax.block_until_ready(f(y))
@@ -98,7 +111,8 @@ def main(argv=None):
             continue
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        w, info = jax.block_until_ready(f(y))
+        info = jax.block_until_ready(f(y))
+        w = info.weight
         warm = time.perf_counter() - t0
         p, conv = psnr_at(w)
         row = {"method": "sure", "solver": label, "weight": float(w), "psnr": float(p), "gap": float(scores[i] - p),
@@ -119,9 +133,10 @@ def main(argv=None):
         jax.block_until_ready(batch(ytr))
         times.append(time.perf_counter() - t0)
     batch_s = float(np.median(times))
-    ij.tuning.fit(make, xtr, ytr, w0, solver, steps=1, loss="psnr", progress=False)  # compile
+    ij.tuning.fit(make, xtr, ytr, init=w0, solver=solver, max_iters=1, loss="psnr", progress=False)  # compile
     t0 = time.perf_counter()
-    weight, hist = ij.tuning.fit(make, xtr, ytr, w0, solver, steps=args.fit_steps, loss="psnr", progress=False)
+    res = ij.tuning.fit(make, xtr, ytr, init=w0, solver=solver, max_iters=args.fit_steps, loss="psnr", progress=False)
+    weight, hist = res.weight, res.history
     total = time.perf_counter() - t0
     per_step = np.asarray(hist.seconds)
     out["fit"] = {"steps": len(per_step), "seconds_per_step": per_step.tolist(), "total_s": total,
@@ -146,6 +161,74 @@ def main(argv=None):
     print(f"\nfit: {f['steps']} steps, median {np.median(f['seconds_per_step']):.2f} s per step; a batch solve of the "
           f"same images {f['batch_solve_s']:.2f} s; ratio {f['median_step_over_batch_solve']:.2f}")
     print(f"\nwrote {path}")
+
+
+def _sure_child(quick, label):
+    """One fresh process: SURE at ADMM() defaults on the first held-out tile, first and warm time."""
+    import jax
+
+    import invjax as ij
+    import invjax.tuning  # noqa: F401
+    from tuning import deblur
+
+    P = deblur(quick)
+    A = ij.operators.Convolution(ij.operators.gaussian_psf(9, 2.0), P["x_test"].shape[1:])
+    tv = ij.functionals.TV()
+
+    def make(w, y):
+        return ij.Problem(A, y, tv, w)
+
+    y, sigma, key, solver = P["y_test"][0], float(P["sigma_test"][0]), jax.random.PRNGKey(3), ij.solvers.ADMM()
+    try:  # the current call form (RuleResult), else the older one (solver positional, return_info)
+        f = jax.jit(lambda y: ij.tuning.sure(make, y, sigma, key, solver=solver))
+        jax.eval_shape(f, y)
+        weight = lambda r: r.weight  # noqa: E731
+    except TypeError:
+        f = jax.jit(lambda y: ij.tuning.sure(make, y, sigma, key, solver, return_info=True))
+        weight = lambda r: r[0]  # noqa: E731
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(y))
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = jax.block_until_ready(f(y))
+    warm = time.perf_counter() - t0
+    print("RESULT " + json.dumps({"label": label, "first_s": first, "warm_s": warm, "weight": float(weight(res)),
+                                  "invjax": ij.__file__}), flush=True)
+
+
+def _sure_versus(args):
+    import os
+    import subprocess
+    import tarfile
+    import tempfile
+
+    root = HERE.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "ref.tar"
+        subprocess.run(["git", "-C", str(root), "archive", "-o", str(archive), args.sure_vs, "invjax"], check=True)
+        ref = Path(tmp) / "ref"
+        with tarfile.open(archive) as tar:
+            tar.extractall(ref)
+        trees = {"this tree": str(root), f"ref {args.sure_vs}": str(ref)}
+        rows = []
+        for _ in range(args.repeats):
+            for label, tree in trees.items():
+                env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{HERE}"}
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--child", label] + (["--quick"] if args.quick else [])
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp)
+                line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+                if line is None:
+                    raise RuntimeError(f"{label}: no result\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+                row = json.loads(line[len("RESULT "):])
+                rows.append(row)
+                _log(f"  sure ADMM() defaults, {label}: warm {row['warm_s']:.1f} s, first {row['first_s']:.1f} s, "
+                     f"weight {row['weight']:.3g} ({row['invjax']})")
+    for label in trees:
+        warm = [r["warm_s"] for r in rows if r["label"] == label]
+        print(f"| {label} | warm s {', '.join(f'{w:.1f}' for w in warm)} | median {np.median(warm):.1f} |")
+    new, old = ([r["warm_s"] for r in rows if r["label"] == label] for label in trees)
+    print(f"ratio this tree / ref (medians): {np.median(new) / np.median(old):.2f}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def make_problem(w, y):
 # %%
 weights = jnp.geomspace(1e-4, 3e-2, 13)
 t0 = time.perf_counter()
-oracle = ij.tuning.grid(make_problem, x[None], y[None], weights, solver, data_range=1.0)
+oracle = ij.tuning.grid(make_problem, x[None], y[None], weights=weights, solver=solver, data_range=1.0)
 print(f"oracle weight {float(oracle.weight):.2e}: {float(oracle.score):.2f} dB  ({time.perf_counter() - t0:.1f} s)")
 
 
@@ -58,19 +58,22 @@ print(f"oracle weight {float(oracle.weight):.2e}: {float(oracle.score):.2f} dB  
 # projected risk $\mathbb E\|A(x_\lambda - x)\|^2$ (Monte-Carlo divergence, one probe).
 
 # %%
-def score(w, make=make_problem, solver=solver):
-    return float(ij.metrics.psnr(ij.solve(make(w, y), solver).x, x, data_range=1.0))
+def psnr(z):
+    return float(ij.metrics.psnr(z, x, data_range=1.0))
 
 
+# every rule returns a RuleResult: the weight, what the rule saw, and the reconstruction there
 rows = []
 for name, rule in [
-    ("discrepancy", lambda: ij.tuning.discrepancy(make_problem, y, sigma, solver, bounds=(1e-5, 1e-1))),
-    ("SURE", lambda: ij.tuning.sure(make_problem, y, sigma, jax.random.key(1), solver, bounds=(1e-5, 1e-1),
-                                    grid_points=5, iters=4)),
+    ("discrepancy", lambda: ij.tuning.discrepancy(make_problem, y, sigma, solver=solver, bounds=(1e-5, 1e-1))),
+    ("SURE", lambda: ij.tuning.sure(make_problem, y, sigma, jax.random.key(1), solver=solver, bounds=(1e-5, 1e-1),
+                                    grid_points=5, refine=4)),
 ]:
     t0 = time.perf_counter()
-    w = float(rule())
-    rows.append(("TV", name, w, score(w), time.perf_counter() - t0))
+    res = rule()
+    rows.append(("TV", name, float(res.weight), psnr(res.x), time.perf_counter() - t0))
+    if not bool(res.converged):
+        print(f"{name}: {res.message}")
 rows.append(("TV", "oracle", float(oracle.weight), float(oracle.score), float("nan")))
 
 # %% [markdown]
@@ -86,9 +89,9 @@ def tikhonov(w, y):
 
 
 t0 = time.perf_counter()
-w = float(ij.tuning.gcv(tikhonov, y, jax.random.key(2), cg, bounds=(1e-5, 1.0)))
-rows.append(("Tikhonov", "GCV", w, score(w, tikhonov, cg), time.perf_counter() - t0))
-tik = ij.tuning.grid(tikhonov, x[None], y[None], jnp.geomspace(1e-5, 1.0, 16), cg, data_range=1.0)
+res = ij.tuning.gcv(tikhonov, y, jax.random.key(2), solver=cg, bounds=(1e-5, 1.0))
+rows.append(("Tikhonov", "GCV", float(res.weight), psnr(res.x), time.perf_counter() - t0))
+tik = ij.tuning.grid(tikhonov, x[None], y[None], weights=jnp.geomspace(1e-5, 1.0, 16), solver=cg, data_range=1.0)
 rows.append(("Tikhonov", "oracle", float(tik.weight), float(tik.score), float("nan")))
 
 print(f"{'model':9s} {'rule':12s} {'weight':>9s} {'PSNR':>6s} {'s':>6s}")

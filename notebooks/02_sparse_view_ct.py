@@ -57,9 +57,8 @@ def tv(w, y):
 
 
 t0 = time.perf_counter()
-w_tv = float(ij.tuning.discrepancy(tv, y, noise, pdhg, bounds=(1e-4, 1.0)))
-x_tv = ij.solve(tv(w_tv, y), pdhg).x
-rows["TV (discrepancy)"] = (psnr(x_tv), time.perf_counter() - t0)
+res = ij.tuning.discrepancy(tv, y, noise, solver=pdhg, bounds=(1e-4, 1.0))  # a RuleResult
+rows["TV (discrepancy)"] = (psnr(res.x), time.perf_counter() - t0)  # res.x: the reconstruction at res.weight
 
 # %% [markdown]
 # CRR-NN as the regulariser: the same problem with `TV()` replaced by the learned model,
@@ -76,8 +75,8 @@ def crr_problem(w, y):
 
 
 t0 = time.perf_counter()
-w_crr = float(ij.tuning.discrepancy(crr_problem, y, noise, fista, bounds=(1e-4, 1.0)))
-rows["CRR-NN (discrepancy)"] = (psnr(ij.solve(crr_problem(w_crr, y), fista).x), time.perf_counter() - t0)
+res = ij.tuning.discrepancy(crr_problem, y, noise, solver=fista, bounds=(1e-4, 1.0))
+rows["CRR-NN (discrepancy)"] = (psnr(res.x), time.perf_counter() - t0)
 
 # %% [markdown]
 # Learned primal-dual: ten learned primal and dual updates with $A$ and $A^T$ in between;

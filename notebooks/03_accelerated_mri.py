@@ -54,8 +54,8 @@ for coils in (None, 4):
     sols = ij.solve_batch(tv(1.0, y), pdhg, data=jnp.stack([y] * len(weights)), weight=weights)
     scores = [psnr(s) for s in sols.x]
     rows = {"zero-filled": psnr(A.adjoint(y)), "TV (oracle)": max(scores)}
-    w = float(ij.tuning.discrepancy(tv, y, sigma, pdhg, bounds=(1e-5, 1.0)))
-    rows["TV (discrepancy)"] = psnr(ij.solve(tv(w, y), pdhg).x)
+    res = ij.tuning.discrepancy(tv, y, sigma, solver=pdhg, bounds=(1e-5, 1.0))  # a RuleResult
+    rows["TV (discrepancy)"] = psnr(res.x)  # the reconstruction at res.weight
     print(f"--- {'single coil' if coils is None else f'{coils} coils'} ---")
     for name, p in rows.items():
         print(f"{name:24s} {p:6.2f} dB")

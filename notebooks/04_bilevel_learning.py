@@ -59,9 +59,10 @@ def test_psnr(w, make=tv, solver=admm):
 
 
 # %%
-scalar, _ = ij.tuning.fit(tv, x_train, y_train, 1e-3, admm, steps=STEPS, progress=False)
-per_direction, hist = ij.tuning.fit(tv, x_train, y_train, jnp.full((2, 1, 1), float(scalar)), admm,
-                                    optimizer=optax.adam(0.1), steps=STEPS, progress=False)
+scalar = ij.tuning.fit(tv, x_train, y_train, init=1e-3, solver=admm, max_iters=STEPS, progress=False).weight
+res = ij.tuning.fit(tv, x_train, y_train, init=jnp.full((2, 1, 1), float(scalar)), solver=admm,
+                    optimizer=optax.adam(0.1), max_iters=STEPS, progress=False)
+per_direction, hist = res.weight, res.history
 print(f"one weight       {float(scalar):.2e}: test {test_psnr(scalar):.2f} dB")
 print(f"per direction    {np.ravel(per_direction)}: test {test_psnr(per_direction):.2f} dB")
 

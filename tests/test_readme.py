@@ -20,7 +20,7 @@ README = ROOT / "README.md"
 GRID_CHECK = """
 import numpy as _np
 _ws = jnp.asarray(0.02**2 * _np.geomspace(1, 100, 10), x.dtype)
-_g = ij.tuning.grid(problem, x[None], y[None], _ws, solver)
+_g = ij.tuning.grid(problem, x[None], y[None], weights=_ws, solver=solver)
 _psnr = _np.asarray(_g.scores[:, 0])
 print("CHECK", " ".join(f"{v:.4f}" for v in _psnr), float(ij.metrics.psnr(ij.solve(problem(w, y), solver).x, x)),
       float(ij.metrics.psnr(x_crr, x)))

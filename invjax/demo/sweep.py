@@ -84,14 +84,14 @@ def run(task, method, key) -> Sweep:
         return Problem(op, data, regularizer, weight, constraint=constraint)
 
     weighting = None if task.weighting is None else tuning.regularized_inverse(op, task.weighting)
-    res = tuning.sure_grid(make_problem, task.y, task.sigma, key, method.solver, grid, weighting=weighting,
+    res = tuning.sure_grid(make_problem, task.y, task.sigma, key, solver=method.solver, weights=grid, weighting=weighting,
                            divergence="fd", epsilon=EPSILON)
-    risk, psnr = _truth(op, task.show, weighting, res.x, task.x_true)
+    risk, psnr = _truth(op, task.show, weighting, res.reconstructions, task.x_true)
     ratio = np.asarray(res.residual, np.float64) / (task.measured * task.sigma**2)
-    x = jax.block_until_ready(res.x)
+    x = jax.block_until_ready(res.reconstructions)
     return Sweep(np.asarray(method.grid, np.float64), x, np.asarray(psnr, np.float64), ratio,
                  np.asarray(res.values, np.float64), np.asarray(risk, np.float64),
-                 int(np.max(np.asarray(res.iterations))), time.perf_counter() - t0)
+                 int(np.max(np.asarray(res.grid_iterations))), time.perf_counter() - t0)
 
 
 @eqx.filter_jit

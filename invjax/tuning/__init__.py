@@ -1,6 +1,6 @@
 """Parameter selection: bilevel fitting through the solver, discrepancy, GCV, SURE, L-curve, grid."""
 
-from ._common import RuleInfo, TuningWarning
+from ._common import RuleResult, TuningWarning
 from .discrepancy import discrepancy
 from .fit import FitHistory, FitResult, fit
 from .gcv import gcv, gcv_score
@@ -15,7 +15,7 @@ __all__ = [
     "FitResult",
     "GridResult",
     "RegularizedInverse",
-    "RuleInfo",
+    "RuleResult",
     "SapgInfo",
     "SecantState",
     "SureGrid",

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -39,9 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..solvers import solve
+from jaxtyping import Array, Inexact
+
+from ..solvers import IterativeSolver, Problem, solve
 from ..solvers.driver import working_dtype
-from ._common import TuningWarning, check_count, check_make_problem, check_solver, real_dtype
+from ._common import RuleResult, TuningWarning, check_count, check_make_problem, check_solver, keyword_only, real_dtype
 from .secant import secant
 
 _WARM = (None, False, "x", "state")
@@ -67,12 +69,21 @@ class FitHistory(NamedTuple):
     seconds: np.ndarray
 
 
-class FitResult(NamedTuple):
-    """Output of :func:`fit`: the fitted ``weight`` (a pytree like ``init``) and its
-    :class:`FitHistory`. Unpacks as ``weight, history = fit(...)``."""
+class FitResult(RuleResult):
+    """Output of :func:`fit`: a :class:`RuleResult` and the per-step :class:`FitHistory`.
 
-    weight: Any
-    history: FitHistory
+    ``weight`` is the fitted weight (a pytree like ``init``: the last optimizer update);
+    ``value`` the mean training loss of the last step (at the weight before that update);
+    ``weights``/``values`` the weight and loss of every step (``history.weight``,
+    ``history.loss``); ``weights_converged`` ``(S,)`` whether every lower-level solve of a step
+    converged; ``iterations``/``converged`` ``(B,)`` those of the last step's solves; ``x`` is
+    ``None``; ``at_bound`` ``False`` (no bounds); ``solves`` the lower-level solves run.
+
+    Attributes:
+        history: the :class:`FitHistory`.
+    """
+
+    history: FitHistory | None = None
 
 
 def mse(x, x_true):
@@ -89,36 +100,40 @@ def log_mse(x, x_true):
 _LOSSES = {"mse": mse, "psnr": log_mse}
 
 
+@keyword_only("tuning.fit", 3, "fit(make_problem, x_true, y, init=..., solver=..., optimizer=..., max_iters=...)",
+              renamed={"steps": "max_iters"})
 def fit(
-    make_problem,
-    x_true,
-    y,
-    init,
-    solver,
-    optimizer=None,
+    make_problem: Callable[[Any, Inexact[Array, "*out"]], Problem],
+    x_true: Inexact[Array, "B *in"],
+    y: Inexact[Array, "B *out"],
     *,
-    steps: int = 50,
-    loss=None,
-    warm_start=None,
+    init: Any,
+    solver: IterativeSolver,
+    optimizer: optax.GradientTransformation | None = None,
+    max_iters: int = 50,
+    loss: str | Callable | None = None,
+    warm_start: str | bool | None = None,
     tol: float = 0.0,
     progress: bool = True,
 ) -> FitResult:
-    """Fit regularisation weights to training pairs by gradient descent through the solver.
+    r"""Fit regularisation weights to training pairs by gradient descent through the solver.
 
-    Args:
+    :math:`\min_\phi \frac1B\sum_b \ell(\hat x(e^\phi; y_b), x_b)` over log-weights
+    :math:`\phi` (see the module docstring).
+
+    Arguments:
         make_problem: ``(theta, y) -> Problem`` for one image; ``theta`` has the structure of
             ``init``.
         x_true: ``(B,) + in_shape`` ground-truth images.
         y: ``(B,) + out_shape`` their measurements (same ``B``, else ``ValueError``).
-        init: starting weight: a positive scalar, array or pytree of them (``ValueError`` for
-            entries ``<= 0``: the weights are optimised in log scale).
-        solver: any invjax solver (its ``diff`` mode gives the gradient: with
-            ``diff="implicit"`` one conjugate-gradient solve on the problem's optimality
-            conditions per step).
+        init: starting weight (keyword-only): a positive scalar, array or pytree of them
+            (``ValueError`` for entries ``<= 0``: the weights are optimised in log scale).
+        solver: any invjax solver (keyword-only; its ``adjoint`` gives the gradient: with the
+            implicit adjoint one linear solve on the problem's optimality conditions per step).
         optimizer: an optax ``GradientTransformation`` acting on the log-weights (default
             :func:`~invjax.tuning.secant`: secant steps that need no learning-rate tuning for
             a few weights; use ``optax.adam`` for a weight image).
-        steps: maximum number of outer steps (default 50).
+        max_iters: maximum number of outer steps (default 50).
         loss: ``loss(x, x_true) -> scalar`` per image, differentiable, averaged over the batch;
             or ``"mse"`` (default) or ``"psnr"`` (``10 log10 MSE``, i.e. maximise the mean PSNR:
             the mean MSE is dominated by the hardest images, and its optimum can sit
@@ -130,20 +145,32 @@ def fit(
             ``diff="implicit"``, ``False`` with ``diff="unroll"`` (an unrolled solve from a
             converged start has a truncated gradient).
         tol: if ``> 0``, stop when no log-weight moved by more than ``tol`` in a step
-            (default 0: run ``steps`` steps).
+            (default 0: run ``max_iters`` steps).
         progress: show a ``tqdm`` progress bar if tqdm is installed (default ``True``).
 
     Returns:
-        :class:`FitResult` ``(weight, history)``.
+        A :class:`FitResult` (``.weight``, ``.history``).
+
+    Raises:
+        TypeError: a bad ``solver``/``optimizer``/``loss``, a traced ``init``, or the old
+            positional form.
+        ValueError: ``x_true``/``y`` not batches of the operator's shapes with the same length,
+            non-positive ``init`` entries, bad ``max_iters``/``warm_start``/``tol``.
 
     Example:
-        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.TV(boundary="periodic"), w)
-        >>> solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adapt_iters=10**6)
-        >>> weight, history = ij.tuning.fit(make, x_train, y_train, 1e-3, solver, steps=20, loss="psnr")
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 8))
+        >>> x = jnp.ones((2, 8, 8)).at[:, 2:5, 2:5].set(0.0)
+        >>> y = jax.vmap(A)(x) + 0.05 * jax.random.normal(jax.random.key(0), (2, 8, 8))
+        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), w)
+        >>> res = ij.tuning.fit(make, x, y, init=0.1, solver=ij.solvers.CG(max_iters=50, tol=1e-5),
+        ...                     max_iters=3, progress=False)
+        >>> res.history.loss.shape
+        (3,)
     """
     who = "tuning.fit"
     check_solver(solver, who)
-    steps = check_count(steps, "steps", who)
+    steps = check_count(max_iters, "max_iters", who)
     x_true, y = jnp.asarray(x_true), jnp.asarray(y)
     if x_true.ndim == 0 or y.ndim == 0 or x_true.shape[0] != y.shape[0]:
         raise ValueError(
@@ -243,7 +270,22 @@ def fit(
             TuningWarning,
             stacklevel=2,
         )
-    return FitResult(weight=jax.tree_util.tree_map(jnp.exp, params), history=history)
+    S = len(history.loss)
+    last_its = history.iterations[-1] if S else np.zeros((batch,), np.int32)
+    last_conv = history.converged[-1] if S else np.zeros((batch,), bool)
+    return FitResult(
+        weight=jax.tree_util.tree_map(jnp.exp, params),
+        value=jnp.asarray(history.loss[-1] if S else np.nan, rdt),
+        weights=history.weight,
+        values=history.loss,
+        weights_converged=np.all(history.converged, axis=1),
+        x=None,
+        iterations=last_its,
+        converged=np.asarray(bool(np.all(last_conv))),
+        at_bound=np.asarray(False),
+        solves=np.asarray(S * batch, np.int32),
+        history=history,
+    )
 
 
 # ---- internals -------------------------------------------------------------------------------

@@ -28,57 +28,119 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from typing import Any, Callable
+
+from jaxtyping import Array, Float, Inexact, PRNGKeyArray
+
 from ..functionals import Scaled, SquaredL2
-from ..solvers import solve
-from ._common import RuleInfo, as_arrays, as_data, check_bounds, check_count, check_make_problem, check_solver, fail_if_nothing_evaluated, minimize_log, real_dtype, warn_if_unconverged
+from ..solvers import IterativeSolver, Problem, solve
+from ._common import (
+    RuleResult,
+    as_arrays,
+    as_data,
+    check_bounds,
+    check_count,
+    check_make_problem,
+    check_solver,
+    fail_if_nothing_evaluated,
+    keyword_only,
+    minimize_log,
+    real_dtype,
+    solution_like,
+    warn_if_unconverged,
+)
 
 
+@keyword_only("tuning.gcv", 3, "gcv(make_problem, y, key, solver=..., bounds=..., probes=...)",
+              renamed={"iters": "refine"})
 def gcv(
-    make_problem,
-    y,
-    key,
-    solver,
+    make_problem: Callable[[Any, Inexact[Array, "*out"]], Problem],
+    y: Inexact[Array, "*out"],
+    key: PRNGKeyArray,
     *,
-    bounds=(1e-6, 1e2),
+    solver: IterativeSolver,
+    bounds: tuple[float, float] = (1e-6, 1e2),
     probes: int = 4,
     grid_points: int = 9,
-    iters: int = 16,
-    return_info: bool = False,
-):
-    """Weight minimising the GCV function for one image (``jax.vmap`` it over a batch).
+    refine: int = 16,
+) -> RuleResult:
+    r"""Weight minimising the GCV function for one image (``jax.vmap`` it over a batch).
 
-    Args:
+    :math:`V(\lambda) = \frac{\frac1m\|(I - H_\lambda)y\|^2}{(\frac1m\operatorname{tr}(I - H_\lambda))^2}`
+    with a Hutchinson trace (see the module docstring).
+
+    Arguments:
         make_problem: ``(weight, y) -> Problem``, linear in ``y`` (Tikhonov).
         y: measurements, ``op.out_shape``.
         key: a ``jax.random`` key for the Hutchinson probes.
-        solver: any solver for the problem (``CG`` for Tikhonov).
+        solver: any solver for the problem (``CG`` for Tikhonov; keyword-only).
         bounds: search interval ``(low, high)`` of the weight (default ``(1e-6, 1e2)``).
         probes: Hutchinson probes (default 4); each evaluation solves ``1 + probes`` problems
             in one vmapped call.
         grid_points: coarse grid size (default 9, >= 3).
-        iters: golden-section evaluations after the grid (default 16: the bracket of two grid
+        refine: golden-section evaluations after the grid (default 16: the bracket of two grid
             cells shrinks by 0.618 per evaluation).
-        return_info: also return a :class:`RuleInfo` (``value``: the GCV score).
 
     Returns:
-        The weight (a scalar), or ``(weight, info)``.
+        A :class:`RuleResult`: ``value`` the GCV score at the weight, ``x`` the reconstruction
+        there (``weights``/``values`` are ``None``).
+
+    Raises:
+        TypeError: a problem not linear in ``y``, a bad ``solver``/``make_problem``, or the old
+            positional form.
+        ValueError: bad ``bounds``/``probes``/``grid_points``/``refine``, ``y`` not of ``out_shape``.
 
     Example:
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 8))
+        >>> y = A(jnp.ones((8, 8))) + 0.1 * jax.random.normal(jax.random.key(0), (8, 8))
         >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), w)
-        >>> w = ij.tuning.gcv(make, y, jax.random.key(0), ij.solvers.CG(max_iters=200, tol=1e-6))
+        >>> res = ij.tuning.gcv(make, y, jax.random.key(1), solver=ij.solvers.CG(max_iters=50, tol=1e-5),
+        ...                     grid_points=5, refine=4)
+        >>> bool(res.weight > 0)
+        True
     """
     who = "tuning.gcv"
     y = _check(who, make_problem, y, solver, probes)
     lo, hi = check_bounds(bounds, who)
     grid_points = check_count(grid_points, "grid_points", who, minimum=3)
-    iters = check_count(iters, "iters", who, minimum=0)
-    info = _gcv(make_problem, solver, y, key, lo, hi, probes, grid_points, iters)
-    warn_if_unconverged(info, who)
-    return (info.weight, info) if return_info else info.weight
+    refine = check_count(refine, "refine", who, minimum=0)
+    result = _gcv(make_problem, solver, y, key, lo, hi, probes, grid_points, refine)
+    warn_if_unconverged(result, who)
+    return result
 
 
-def gcv_score(make_problem, weight, y, key, solver, *, probes: int = 4):
-    """The GCV function ``V(weight)`` with a Hutchinson trace (see the module docstring)."""
+@keyword_only("tuning.gcv_score", 3, "gcv_score(make_problem, y, key, weight=..., solver=...)")
+def gcv_score(
+    make_problem: Callable[[Any, Inexact[Array, "*out"]], Problem],
+    y: Inexact[Array, "*out"],
+    key: PRNGKeyArray,
+    *,
+    weight: Any,
+    solver: IterativeSolver,
+    probes: int = 4,
+) -> Float[Array, ""]:
+    r"""The GCV function :math:`V(\lambda)` at one ``weight``, with a Hutchinson trace.
+
+    Arguments:
+        make_problem, y, key, solver, probes: as in :func:`gcv`.
+        weight: the weight passed to ``make_problem`` (keyword-only).
+
+    Returns:
+        The scalar score (real, ``y``'s precision).
+
+    Raises:
+        TypeError, ValueError: as :func:`gcv`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 8))
+        >>> y = A(jnp.ones((8, 8))) + 0.1 * jax.random.normal(jax.random.key(0), (8, 8))
+        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), w)
+        >>> v = ij.tuning.gcv_score(make, y, jax.random.key(1), weight=0.1, solver=ij.solvers.CG(max_iters=50, tol=1e-5))
+        >>> bool(v > 0)
+        True
+    """
     who = "tuning.gcv_score"
     y = _check(who, make_problem, y, solver, probes, weight=weight)
     return _score_at(make_problem, solver, y, key, probes, as_arrays(weight))
@@ -123,28 +185,30 @@ def _score(make_problem, solver, y, b, weight):
     def residual_and_fit(data):
         problem = make_problem(weight, data)
         sol = solve(problem, solver)
-        return problem.op.mv(sol.x), sol.stats.converged
+        return problem.op.mv(sol.x), (sol.stats.converged, sol.x, sol.stats.iterations)
 
-    hy, conv = jax.vmap(residual_and_fit)(jnp.concatenate([y[None], b]))
+    hy, (conv, xs, its) = jax.vmap(residual_and_fit)(jnp.concatenate([y[None], b]))
     # the measured entries: on masked data tr(I - H) runs over the observed ones only
     m = jnp.asarray(make_problem(weight, y).op.n_measurements, real_dtype(y))
     axes = tuple(range(1, b.ndim))
     trace_h = jnp.mean(jnp.sum(jnp.real(jnp.conj(b) * hy[1:]), axis=axes))
     resid = jnp.sum(jnp.abs(hy[0] - y) ** 2) / m
-    return (resid / (1 - trace_h / m) ** 2).astype(real_dtype(y)), jnp.all(conv)
+    return (resid / (1 - trace_h / m) ** 2).astype(real_dtype(y)), (jnp.all(conv), xs[0], jnp.max(its).astype(jnp.int32))
 
 
 @eqx.filter_jit
-def _gcv(make_problem, solver, y, key, lo, hi, probes, grid_points, iters):
+def _gcv(make_problem, solver, y, key, lo, hi, probes, grid_points, refine):
     rdt = real_dtype(y)
     b = _probes(key, y, probes)
 
     def objective(t):
         return _score(make_problem, solver, y, b, jnp.exp(t).astype(rdt))
 
-    t, value, evals, at_bound, converged = minimize_log(objective, lo, hi, grid_points, iters, rdt)
+    x_like = solution_like(make_problem(jnp.ones((), rdt), y))
+    aux_like = (jax.ShapeDtypeStruct((), bool), x_like, jax.ShapeDtypeStruct((), jnp.int32))
+    t, value, evals, at_bound, (converged, x, its) = minimize_log(objective, lo, hi, grid_points, refine, rdt, aux_like)
     t = fail_if_nothing_evaluated(t, value, "tuning.gcv")
-    return RuleInfo(
-        weight=jnp.exp(t), value=value, solves=(evals * (1 + probes)).astype(jnp.int32), at_bound=at_bound,
-        converged=converged,
+    return RuleResult(
+        weight=jnp.exp(t), value=value, x=x, iterations=its.astype(jnp.int32), converged=converged, at_bound=at_bound,
+        solves=(evals * (1 + probes)).astype(jnp.int32),
     )

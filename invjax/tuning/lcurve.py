@@ -22,22 +22,52 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..solvers import solve
-from ._common import RuleInfo, as_data, check_make_problem, check_solver, real_dtype, warn_if_unconverged
+from typing import Any, Callable
+
+from jaxtyping import Array, Float, Inexact
+
+from ..solvers import IterativeSolver, Problem, solve
+from ._common import RuleResult, as_data, check_make_problem, check_solver, keyword_only, real_dtype, warn_if_unconverged
 
 
-def lcurve(make_problem, y, solver, weights, *, return_info: bool = False):
-    """Weight at the L-curve corner for one image (``jax.vmap`` it over a batch).
+@keyword_only("tuning.lcurve", 2, "lcurve(make_problem, y, weights=..., solver=...)")
+def lcurve(
+    make_problem: Callable[[Any, Inexact[Array, "*out"]], Problem],
+    y: Inexact[Array, "*out"],
+    *,
+    weights: Float[Array, " G"],
+    solver: IterativeSolver,
+) -> RuleResult:
+    r"""Weight at the L-curve corner for one image (``jax.vmap`` it over a batch).
 
-    Args:
+    The corner is the maximum of the curvature :math:`\kappa` of
+    :math:`(\log\|A\hat x - y\|^2, \log R(\hat x))` over :math:`t = \log\lambda` (see the
+    module docstring), refined by a parabola between grid weights.
+
+    Arguments:
         make_problem: ``(weight, y) -> Problem`` with a regulariser ``R``; ``weight`` scalar.
         y: measurements, ``op.out_shape``.
-        solver: any invjax solver.
-        weights: ``(G,)`` increasing positive weights, ``G >= 5`` (e.g. ``jnp.logspace(-5, 0, 25)``).
-        return_info: also return a :class:`RuleInfo` (``value``: the curvature at the corner).
+        weights: ``(G,)`` increasing positive weights, ``G >= 5`` (e.g. ``jnp.logspace(-5, 0, 25)``;
+            keyword-only).
+        solver: any invjax solver (keyword-only).
 
     Returns:
-        The weight (a scalar), or ``(weight, info)``.
+        A :class:`RuleResult`: ``value`` the curvature at the corner, ``weights``/``values`` the
+        grid and its curvature, ``x`` the reconstruction at the grid weight nearest the corner.
+
+    Raises:
+        TypeError: no regulariser, a bad ``solver``/``make_problem``, or the old positional form.
+        ValueError: ``weights`` not a 1-D grid of at least 5, ``y`` not of ``out_shape``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 8))
+        >>> y = A(jnp.ones((8, 8))) + 0.1 * jax.random.normal(jax.random.key(0), (8, 8))
+        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), w)
+        >>> res = ij.tuning.lcurve(make, y, weights=jnp.logspace(-3, 1, 9),
+        ...                        solver=ij.solvers.CG(max_iters=50, tol=1e-5))
+        >>> res.values.shape
+        (9,)
     """
     who = "tuning.lcurve"
     check_solver(solver, who)
@@ -54,9 +84,9 @@ def lcurve(make_problem, y, solver, weights, *, return_info: bool = False):
             f"{who}: `y` must have the operator's out_shape {tuple(problem.op.out_shape)}, got {tuple(y.shape)} "
             "(for a batch, jax.vmap the rule)"
         )
-    info = _lcurve(make_problem, solver, y, weights)
-    warn_if_unconverged(info, who)
-    return (info.weight, info) if return_info else info.weight
+    result = _lcurve(make_problem, solver, y, weights)
+    warn_if_unconverged(result, who)
+    return result
 
 
 def _curvature(rho, eta, t):
@@ -72,9 +102,10 @@ def _lcurve(make_problem, solver, y, weights):
         problem = make_problem(w, y)
         sol = solve(problem, solver)
         r = problem.op.mv(sol.x) - y
-        return jnp.log(jnp.sum(jnp.abs(r) ** 2)), jnp.log(problem.regularizer(sol.x)), sol.stats.converged
+        return (jnp.log(jnp.sum(jnp.abs(r) ** 2)), jnp.log(problem.regularizer(sol.x)), sol.stats.converged, sol.x,
+                sol.stats.iterations)
 
-    rho, eta, conv = jax.vmap(point)(weights)
+    rho, eta, conv, xs, its = jax.vmap(point)(weights)
     t = jnp.log(weights)
     kappa = _curvature(rho, eta, t)
     kappa = jnp.where(jnp.isfinite(kappa), kappa, -jnp.inf)
@@ -94,4 +125,7 @@ def _lcurve(make_problem, solver, y, weights):
     at_bound = (jnp.argmax(kappa_in) <= 2) | (jnp.argmax(kappa_in) >= G - 3)
     # the corner's curvature uses the three samples around it
     converged = conv[i - 1] & conv[i] & conv[i + 1]
-    return RuleInfo(weight=jnp.exp(t_star), value=k1, solves=jnp.asarray(G, jnp.int32), at_bound=at_bound, converged=converged)
+    near = jnp.where(jnp.abs(t_star - t0) < jnp.abs(t_star - t1), i - 1, jnp.where(jnp.abs(t_star - t2) < jnp.abs(t_star - t1), i + 1, i))
+    return RuleResult(weight=jnp.exp(t_star), value=k1, weights=weights, values=kappa, weights_converged=conv, x=xs[near],
+                      iterations=its[near].astype(jnp.int32), converged=converged, at_bound=at_bound,
+                      solves=jnp.asarray(G, jnp.int32))

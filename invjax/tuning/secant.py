@@ -52,8 +52,10 @@ def secant(learning_rate: float = 1.0, max_step: float = 1.5) -> optax.GradientT
         An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
 
     Example:
+        >>> import invjax as ij
         >>> opt = ij.tuning.secant()
-        >>> weight, history = ij.tuning.fit(make, x_train, y_train, 1e-3, solver, opt, steps=10)
+        >>> opt.init(1.0).count
+        Array(0, dtype=int32)
     """
     if not (learning_rate > 0 and max_step > 0):
         raise ValueError(f"tuning.secant: `learning_rate` and `max_step` must be > 0, got {learning_rate}, {max_step}")

@@ -56,15 +56,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, Inexact, Int, PRNGKeyArray
 
-from ..solvers import solve
+from ..solvers import IterativeSolver, Problem, linear, solve
 from ._common import (
-    RuleInfo,
+    RuleResult,
     as_arrays,
     as_data,
     check_bounds,
@@ -73,7 +74,9 @@ from ._common import (
     check_sigma,
     check_solver,
     fail_if_nothing_evaluated,
+    keyword_only,
     real_dtype,
+    solution_like,
     warn_if_unconverged,
 )
 
@@ -82,61 +85,59 @@ _DIVERGENCES = ("fd", "jvp")
 EPSILON = 0.1  # finite-difference step, in units of sigma
 
 
-class SureGrid(NamedTuple):
-    """Output of :func:`sure_grid`: the grid and what was measured at each weight.
+class SureGrid(RuleResult):
+    """Output of :func:`sure_grid`: a :class:`RuleResult` (``weight`` the grid weight of least
+    SURE, ``value`` its SURE, ``weights`` the grid, ``values`` ``(G,)`` SURE at each weight,
+    ``weights_converged`` ``(G,)`` whether every solve there, at ``y`` and at the probes,
+    converged and SURE is finite, ``x`` the reconstruction at ``weight``) and the whole grid.
 
     Attributes:
-        weights: ``(G,)`` the grid.
-        values: ``(G,)`` SURE at each weight (risk per measurement, or per entry of the
-            weighting's output).
+        reconstructions: ``(G,) + in_shape`` the reconstructions from ``y`` at every weight.
         residual: ``(G,)`` ``||A x - y||^2`` (the discrepancy ratio is
             ``residual / (measurements * sigma^2)``).
         measurements: the measured entries ``m`` (``op.n_measurements``).
-        x: ``(G,) + in_shape`` the reconstructions from ``y``.
-        converged: ``(G,)`` whether every solve at that weight (at ``y`` and at the probes) reached
-            the solver's ``tol`` and SURE is finite.
-        iterations: ``(G,)`` the most iterations of the solves at that weight.
+        grid_iterations: ``(G,)`` the most iterations of the solves at each weight.
     """
 
-    weights: jax.Array
-    values: jax.Array
-    residual: jax.Array
-    measurements: jax.Array
-    x: jax.Array
-    converged: jax.Array
-    iterations: jax.Array
+    reconstructions: Any = None
+    residual: Float[Array, " G"] = None
+    measurements: Any = None
+    grid_iterations: Int[Array, " G"] = None
 
 
+@keyword_only("tuning.sure", 4, "sure(make_problem, y, sigma, key, solver=..., bounds=..., ...)",
+              renamed={"iters": "refine"})
 def sure(
-    make_problem,
-    y,
-    sigma,
-    key,
-    solver,
+    make_problem: Callable[[Any, Inexact[Array, "*out"]], Problem],
+    y: Inexact[Array, "*out"],
+    sigma: float | Float[Array, ""],
+    key: PRNGKeyArray,
     *,
-    weights=None,
-    bounds=(1e-6, 1e2),
+    solver: IterativeSolver,
+    weights: Float[Array, " G"] | None = None,
+    bounds: tuple[float, float] = (1e-6, 1e2),
     grid_points: int = 8,
     refine: int = 10,
     batch: int = 1,
-    weighting=None,
+    weighting: Callable | None = None,
     probes: int = 1,
     probe: str = "rademacher",
     divergence: str = "jvp",
     epsilon: float = EPSILON,
-    return_info: bool = False,
-    iters: int | None = None,
-):
-    """Weight minimising SURE for one image (``jax.vmap`` it over a batch of images and keys).
+) -> RuleResult:
+    r"""Weight minimising SURE for one image (``jax.vmap`` it over a batch of images and keys).
 
-    Args:
+    :math:`\mathrm{SURE}(\lambda) = \frac1m(\|A\hat x_\lambda - y\|^2 - m\sigma^2 + 2s^2\operatorname{div}_y A\hat x_\lambda)`,
+    or its projected form with ``weighting`` (see the module docstring).
+
+    Arguments:
         make_problem: ``(weight, y) -> Problem``; ``weight`` is a positive scalar.
         y: measurements, ``op.out_shape``, real or complex.
-        sigma: noise standard deviation, a positive scalar (complex data:
+        sigma: absolute noise standard deviation, a positive scalar (complex data:
             ``E|n_i|^2 = sigma^2``).
         key: a ``jax.random`` key for the probes (explicit: the same key gives the same choice).
-        solver: any invjax solver (with ``divergence="jvp"``: one whose solution differentiates
-            in ``y``, ``diff="implicit"`` or ``"unroll"``).
+        solver: any invjax solver (keyword-only; with ``divergence="jvp"``: one whose solution
+            differentiates in ``y``).
         weights: ``(G,)`` increasing positive weights to start from (default: ``grid_points``
             log-spaced over ``bounds``).
         bounds: search interval ``(low, high)`` of the default grid (default ``(1e-6, 1e2)``).
@@ -148,32 +149,39 @@ def sure(
             ``ceil(G / batch)`` steps, each zoom round in one. Every step starts its solves
             from the previous step's solutions (grid) or the best weight's (zoom). On a CPU a
             vmapped solve stopped by ``tol`` runs every member as long as the slowest, so 1 is
-            fastest there (TV deblurring of a 128^2 tile with ``ADMM()`` on a loaded core: 82 s
-            warm with ``batch=4, divergence="fd"``, 30 s with the defaults); a larger batch
-            pays for fixed iteration counts (``tol=0``) and on accelerators.
+            fastest there; a larger batch pays for fixed iteration counts (``tol=0``) and on
+            accelerators.
         weighting: ``None`` (the measurement-domain risk) or a linear map ``W`` on ``out_shape``
             arrays (e.g. :func:`regularized_inverse`: projected SURE).
         probes: Monte-Carlo probes (default 1; each costs a solve per weight).
         probe: ``"rademacher"`` (default, lower variance) or ``"gaussian"``.
         divergence: ``"jvp"`` (default: an exact JVP through the solver, one tangent solve per
-            probe: cheaper than a second solve for solvers stopped by ``tol``, and free of their
-            stopping error) or ``"fd"`` (a difference quotient from a solve at
+            probe) or ``"fd"`` (a difference quotient from a solve at
             ``y + epsilon * sigma * b`` in the same batch: any solver, e.g. fixed iteration
             counts, as the demo).
         epsilon: the difference step in units of ``sigma`` (default 0.1).
-        iters: the former name of ``refine`` (golden-section steps then; one zoom evaluation each
-            now, with ``batch=1``); kept so that older calls run.
-        return_info: also return a :class:`RuleInfo` (``value``: SURE at the weight;
-            ``weights``, ``values``, ``grid_converged``: every weight evaluated, in increasing
-            order, with its SURE value and convergence flag; ``solves``: all solves).
 
     Returns:
-        The weight (a scalar), or ``(weight, info)``.
+        A :class:`RuleResult`: ``value`` SURE at the weight; ``weights``, ``values``,
+        ``weights_converged`` every weight evaluated, in increasing order (NaN padding last),
+        with its SURE value and convergence flag; ``x`` the reconstruction at the weight;
+        ``solves`` all solves (probes included).
+
+    Raises:
+        TypeError: a bad ``solver``/``make_problem``/``weighting``, complex ``y`` for a real
+            operator, or the old positional form.
+        ValueError: ``sigma`` not finite and ``> 0``, bad ``weights``/``bounds``/``probes``/
+            ``probe``/``divergence``/``epsilon``, ``y`` not of ``out_shape``.
 
     Example:
-        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.TV(), w)
-        >>> w, info = ij.tuning.sure(make, y, 0.01, jax.random.key(0), solver, return_info=True)
-        >>> ws = jax.jit(jax.vmap(lambda y, k: ij.tuning.sure(make, y, 0.01, k, solver)))(ys, keys)
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 8))
+        >>> y = A(jnp.ones((8, 8))) + 0.1 * jax.random.normal(jax.random.key(0), (8, 8))
+        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), w)
+        >>> cg = ij.solvers.CG(max_iters=50, tol=1e-5)
+        >>> res = ij.tuning.sure(make, y, 0.1, jax.random.key(1), solver=cg, grid_points=4, refine=2)
+        >>> res.values.shape, bool(res.weight > 0)
+        ((6,), True)
     """
     who = "tuning.sure"
     y, sigma, weighting, problem = _check(who, make_problem, y, sigma, solver, weighting, probes, probe, divergence, epsilon)
@@ -183,23 +191,24 @@ def sure(
         ts = jnp.linspace(math.log(lo), math.log(hi), grid_points, dtype=real_dtype(y))
     else:
         ts = jnp.log(_check_weights(weights, y, who))
-    refine = check_count(refine if iters is None else iters, "refine", who, minimum=0)
+    refine = check_count(refine, "refine", who, minimum=0)
     batch = check_count(batch, "batch", who)
-    info = _sure(make_problem, solver, weighting, y, sigma, key, ts, refine, batch, probes, probe, divergence,
-                 float(epsilon))
-    warn_if_unconverged(info, who)
-    return (info.weight, info) if return_info else info.weight
+    result = _sure(make_problem, solver, weighting, y, sigma, key, ts, refine, batch, probes, probe, divergence,
+                   float(epsilon))
+    warn_if_unconverged(result, who)
+    return result
 
 
+@keyword_only("tuning.sure_grid", 4, "sure_grid(make_problem, y, sigma, key, weights=..., solver=..., ...)")
 def sure_grid(
-    make_problem,
-    y,
-    sigma,
-    key,
-    solver,
-    weights,
+    make_problem: Callable[[Any, Inexact[Array, "*out"]], Problem],
+    y: Inexact[Array, "*out"],
+    sigma: float | Float[Array, ""],
+    key: PRNGKeyArray,
     *,
-    weighting=None,
+    weights: Float[Array, " G"],
+    solver: IterativeSolver,
+    weighting: Callable | None = None,
     probes: int = 1,
     probe: str = "rademacher",
     divergence: str = "jvp",
@@ -209,17 +218,30 @@ def sure_grid(
     """SURE on a given grid of weights, every solve in one compiled program.
 
     The lower level of :func:`sure`, for a precomputed grid: it returns every reconstruction and
-    value, so a caller can pick by its own rule (``jnp.argmin(res.values)``; the grid
-    discrepancy principle from ``res.residual``) or compare with the truth.
+    value, so a caller can pick by its own rule (the grid discrepancy principle from
+    ``res.residual``) or compare with the truth.
 
-    Args:
+    Arguments:
         make_problem, y, sigma, key, solver, weighting, probes, probe, divergence, epsilon: as in
             :func:`sure`.
-        weights: ``(G,)`` positive weights.
+        weights: ``(G,)`` positive weights (keyword-only).
         chunk: weights solved at once (default: all ``G``, vmapped; smaller uses less memory).
 
     Returns:
-        :class:`SureGrid`.
+        A :class:`SureGrid`.
+
+    Raises:
+        TypeError, ValueError: as :func:`sure`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 8))
+        >>> y = A(jnp.ones((8, 8))) + 0.1 * jax.random.normal(jax.random.key(0), (8, 8))
+        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), w)
+        >>> cg = ij.solvers.CG(max_iters=50, tol=1e-5)
+        >>> res = ij.tuning.sure_grid(make, y, 0.1, jax.random.key(1), weights=jnp.logspace(-2, 1, 4), solver=cg)
+        >>> res.values.shape, res.reconstructions.shape
+        ((4,), (4, 8, 8))
     """
     who = "tuning.sure_grid"
     y, sigma, weighting, _ = _check(who, make_problem, y, sigma, solver, weighting, probes, probe, divergence, epsilon)
@@ -229,18 +251,46 @@ def sure_grid(
                  min(chunk, weights.shape[0]))
 
 
-def sure_risk(make_problem, weight, y, sigma, key, solver, *, weighting=None, probes: int = 1, probe: str = "rademacher",
-              divergence: str = "jvp", epsilon: float = EPSILON):
+@keyword_only("tuning.sure_risk", 4, "sure_risk(make_problem, y, sigma, key, weight=..., solver=..., ...)")
+def sure_risk(
+    make_problem: Callable[[Any, Inexact[Array, "*out"]], Problem],
+    y: Inexact[Array, "*out"],
+    sigma: float | Float[Array, ""],
+    key: PRNGKeyArray,
+    *,
+    weight: Any,
+    solver: IterativeSolver,
+    weighting: Callable | None = None,
+    probes: int = 1,
+    probe: str = "rademacher",
+    divergence: str = "jvp",
+    epsilon: float = EPSILON,
+) -> Float[Array, ""]:
     """The SURE estimate at one weight (any shape: scalar, per direction, an image).
 
-    Returns the risk per measurement (per output entry of ``weighting``), an estimate of
-    ``||W A (x_hat - x)||^2 / m_W`` (see the module docstring). With ``divergence="jvp"`` it is
-    differentiable in ``weight`` where the solver's derivatives are.
+    An estimate of ``||W A (x_hat - x)||^2 / m_W`` (see the module docstring). With
+    ``divergence="jvp"`` it is differentiable in ``weight`` where the solver's derivatives are.
 
-    Args:
+    Arguments:
         make_problem, y, sigma, key, solver, weighting, probes, probe, divergence, epsilon: as in
             :func:`sure`.
-        weight: the weight passed to ``make_problem``.
+        weight: the weight passed to ``make_problem`` (keyword-only).
+
+    Returns:
+        The risk per measurement (per output entry of ``weighting``), a real scalar.
+
+    Raises:
+        TypeError, ValueError: as :func:`sure`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (8, 8))
+        >>> y = A(jnp.ones((8, 8))) + 0.1 * jax.random.normal(jax.random.key(0), (8, 8))
+        >>> make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), w)
+        >>> cg = ij.solvers.CG(max_iters=50, tol=1e-5)
+        >>> r = ij.tuning.sure_risk(make, y, 0.1, jax.random.key(1), weight=0.1, solver=cg)
+        >>> r.shape
+        ()
     """
     who = "tuning.sure_risk"
     y, sigma, weighting, _ = _check(who, make_problem, y, sigma, solver, weighting, probes, probe, divergence, epsilon,
@@ -305,8 +355,9 @@ class RegularizedInverse(eqx.Module):
         def gram(z):  # A A^H + shift on the data space: one product each way per step
             return op.mv(op.rmv(z)) + shift * z
 
-        # a fixed number of conjugate-gradient steps (tol 0): the same computation for every v
-        z, _ = jax.scipy.sparse.linalg.cg(gram, v, tol=0.0, atol=0.0, maxiter=self.iterations)
+        # a fixed number of conjugate-gradient steps (tol 0) of the library's one CG (its guarded
+        # step freezes once the residual reaches rounding level): the same computation for every v
+        z, _ = linear.cg(gram, v, tol=0.0, max_iters=self.iterations, unroll=True, check=False)
         return op.rmv(z)
 
 
@@ -320,7 +371,7 @@ def regularized_inverse(op, eps: float = 1e-2, *, iterations: int = 30) -> Regul
       :class:`~invjax.operators.Convolution`): exact, by FFT, with ``c = max |a|^2``: ``W A`` is
       the filter :math:`|a_k|^2 / (|a_k|^2 + \varepsilon \max|a|^2)`;
     * any other operator (CT, MRI, masks): ``A^H (A A^H + eps c I)^{-1} v`` by ``iterations``
-      conjugate-gradient steps on the data space (``jax.scipy.sparse.linalg.cg``), with
+      conjugate-gradient steps on the data space (:func:`invjax.solvers.linear.cg`), with
       ``c = ||A 1||^2 / ||1||^2`` (the Rayleigh quotient of the constant image: close to
       ``||A||^2`` for blurs and projections at the cost of one product).
 
@@ -417,35 +468,48 @@ def _values(y, sigma, b, r, jb, weighting, m):
     return ((jnp.sum(jnp.abs(wr) ** 2, axis=axes) + s2 * cross) / n).astype(rdt)
 
 
-def _per_weight(make_problem, solver, y, sigma, b, divergence, epsilon):
-    """``(weight, x0) -> (r, J b, xs, converged, iterations)``: the solves at one weight, from
-    ``x0`` (``(1 + P,) + in_shape`` starting points for ``y`` and each probe; ``None``: the
-    solver's default); ``xs`` the solutions, at ``y`` first."""
+def _per_weight(make_problem, solver, y, sigma, b, divergence, epsilon, warm="x"):
+    """``(weight, start) -> (r, J b, xs, converged, iterations, ends)``: the solves at one weight.
+
+    ``start`` is where they start (``None``: the solver's default): with ``warm="x"`` images,
+    with ``warm="state"`` whole solver states (duals, step sizes: a new weight's solve from a
+    neighbour's state took a fraction of the iterations of one from its image); for
+    ``divergence="fd"`` one per solve, ``(1 + P,)`` batched (at ``y`` first, then each probe),
+    for ``"jvp"`` one. ``ends`` are the same for the solves just run (the next start); ``xs``
+    the solutions, at ``y`` first."""
     eps = epsilon * sigma
 
-    def at(weight, x0=None):
+    def run(problem, start):
+        if start is None:
+            return solve(problem, solver)
+        if warm == "state":
+            return solve(problem, solver, warm_start=start)
+        return solve(problem, solver, x0=start)
+
+    def end(sol):
+        return sol.state if warm == "state" else sol.x
+
+    def at(weight, start=None):
         if divergence == "fd":
             data = jnp.concatenate([y[None], y[None] + eps.astype(y.dtype) * b])
-            if x0 is None:
-                sols = jax.vmap(lambda d: solve(make_problem(weight, d), solver))(data)
+            if start is None:
+                sols = jax.vmap(lambda d: run(make_problem(weight, d), None))(data)
             else:
-                sols = jax.vmap(lambda d, x: solve(make_problem(weight, d), solver, x0=x))(data, x0)
+                sols = jax.vmap(lambda d, s: run(make_problem(weight, d), s))(data, start)
             op = make_problem(weight, y).op
             ax = jax.vmap(op.mv)(sols.x)
             return (ax[0] - y, (ax[1:] - ax[0]) / eps, sols.x, jnp.all(sols.stats.converged),
-                    jnp.max(sols.stats.iterations))
+                    jnp.max(sols.stats.iterations).astype(jnp.int32), end(sols))
 
         def forward(data):
             problem = make_problem(weight, data)
-            sol = solve(problem, solver, x0=None if x0 is None else x0[0])
-            # the flag and the count ride along as real outputs (zero tangents): one linearisation
-            rdt = real_dtype(data)
-            return problem.op.mv(sol.x), (sol.x, sol.stats.converged.astype(rdt), sol.stats.iterations.astype(rdt))
+            sol = run(problem, start)
+            return problem.op.mv(sol.x), (sol.x, sol.stats.converged, sol.stats.iterations, end(sol))
 
-        (ax, (x, conv, iters)), jvp = jax.linearize(forward, y)
-        jb = jax.vmap(lambda v: jvp(v)[0])(b)
+        ax, jvp, (x, conv, iters, ends) = jax.linearize(forward, y, has_aux=True)
+        jb = jax.vmap(jvp)(b)
         xs = jnp.broadcast_to(x, (1 + b.shape[0],) + x.shape)
-        return ax - y, jb, xs, conv > 0.5, iters.astype(jnp.int32)
+        return ax - y, jb, xs, conv, iters.astype(jnp.int32), ends
 
     return at
 
@@ -475,11 +539,19 @@ def _grid(make_problem, solver, weighting, y, sigma, key, weights, count, probe,
     b = probes(key, y, count, probe)
     solver = _nan_on_failure(solver, divergence)
     at = _per_weight(make_problem, solver, y, sigma, b, divergence, epsilon)
-    r, jb, xs, conv, iters = jax.lax.map(at, weights, batch_size=chunk)
+    r, jb, xs, conv, iters, _ = jax.lax.map(at, weights, batch_size=chunk)
     m = make_problem(weights[0], y).op.n_measurements
     values = _values(y, sigma, b, r, jb, weighting, m)
     fit = jnp.sum(jnp.abs(r) ** 2, axis=tuple(range(1, r.ndim))).astype(real_dtype(y))
-    return SureGrid(weights, values, fit, jnp.asarray(m), xs[:, 0], conv & jnp.isfinite(values), iters)
+    ok = conv & jnp.isfinite(values)
+    best = jnp.argmin(jnp.where(jnp.isfinite(values), values, jnp.inf))
+    G = weights.shape[0]
+    return SureGrid(
+        weight=weights[best], value=values[best], weights=weights, values=values, weights_converged=ok,
+        x=xs[best, 0], iterations=iters[best], converged=ok[best], at_bound=(best == 0) | (best == G - 1),
+        solves=jnp.asarray(G * (1 + count), jnp.int32), reconstructions=xs[:, 0], residual=fit,
+        measurements=jnp.asarray(m), grid_iterations=iters,
+    )
 
 
 @eqx.filter_jit
@@ -494,13 +566,32 @@ def _sure(make_problem, solver, weighting, y, sigma, key, ts, refine, batch, cou
     E = steps * batch
     inf = jnp.asarray(jnp.inf, rdt)
     padded = jnp.concatenate([ts, jnp.full((grid_steps * batch - G,), ts[-1], rdt)])
-    at = _per_weight(make_problem, solver, y, sigma, b, divergence, epsilon)
-    m = make_problem(jnp.exp(ts[0]).astype(rdt), y).op.n_measurements
-    shape = jax.eval_shape(lambda: solve(make_problem(jnp.exp(ts[0]).astype(rdt), y), solver).x)
-    x_zero = jnp.zeros((1 + count,) + tuple(shape.shape), shape.dtype)
+    # continuation: each step's solves start from solver states of earlier ones (the implicit
+    # derivative does not depend on the start; an unrolled one would be truncated: images then)
+    warm = "state" if solver.diff == "implicit" else "x"
+    at = _per_weight(make_problem, solver, y, sigma, b, divergence, epsilon, warm)
+    w0 = jnp.exp(ts[0]).astype(rdt)
+    m = make_problem(w0, y).op.n_measurements
+    shape = solution_like(make_problem(w0, y))
+    x_zero = jnp.zeros(tuple(shape.shape), shape.dtype)
+
+    def first(d):
+        problem = make_problem(w0, d)
+        return solver.init(problem, jnp.zeros(shape.shape, shape.dtype)) if warm == "state" else x_zero
+
+    if divergence == "fd":
+        start0 = jax.vmap(first)(jnp.concatenate([y[None], y[None] + (epsilon * sigma).astype(y.dtype) * b]))
+    else:
+        start0 = first(y)
+
+    def pick(tree, i):
+        return jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
+
+    def choose(flag, new, old):
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(flag, n, o), new, old)
 
     def body(carry, s):
-        t_all, f_all, ok_all, filled, x_last, x_best, f_best = carry
+        t_all, f_all, ok_all, filled, start_last, start_best, x_best, f_best, i_best = carry
         # zoom: the batch's points split between the two cells around the best weight so far
         # (the larger cell gets the odd one), evenly inside each; at an end, one cell
         f_masked = jnp.where(filled, f_all, inf)
@@ -517,29 +608,48 @@ def _sure(make_problem, solver, weighting, y, sigma, key, ts, refine, batch, cou
         j = jnp.arange(batch)
         zoom = jnp.where(j < n_left, t_best - (t_best - lower) * (j + 1) / (n_left + 1),
                          t_best + (upper - t_best) * (j - n_left + 1) / (n_right + 1)).astype(rdt)
+        if batch == 1:
+            # one point per round: the vertex of the parabola through the best point and its two
+            # neighbours (successive parabolic interpolation, as Brent's method), kept inside the
+            # bracket and away from the points already solved; the midpoint of the larger cell
+            # where there is no such vertex (an end of the grid, no curvature, a vertex too close)
+            f_lo = jnp.min(jnp.where(filled & (t_all == lower), f_all, inf))
+            f_up = jnp.min(jnp.where(filled & (t_all == upper), f_all, inf))
+            f1 = f_masked[best]
+            d0, d2 = t_best - lower, upper - t_best
+            num = d0**2 * (f1 - f_up) - d2**2 * (f1 - f_lo)
+            den = d0 * (f1 - f_up) + d2 * (f1 - f_lo)
+            vertex = t_best - 0.5 * num / jnp.where(den != 0, den, 1)
+            usable = (d0 > 0) & (d2 > 0) & jnp.isfinite(f_lo) & jnp.isfinite(f_up) & (den < 0) & jnp.isfinite(vertex)
+            vertex = jnp.clip(vertex, lower + 0.1 * d0, upper - 0.1 * d2)
+            usable = usable & (jnp.abs(vertex - t_best) >= 0.1 * jnp.minimum(d0, d2))
+            zoom = jnp.where(usable, vertex, zoom).astype(rdt)
         start = s * batch
         t_new = jnp.where(s < grid_steps, jax.lax.dynamic_slice(padded, (jnp.minimum(start, padded.shape[0] - batch),), (batch,)), zoom)
         valid = (s >= grid_steps) | (start + jnp.arange(batch) < G)
         # warm starts (continuation): the grid from the previous grid step's last weight, a zoom
         # round from the best weight so far; every weight of a batch from the same point
-        x0 = jnp.where(s < grid_steps, x_last, x_best)
-        r, jb, xs, conv, _ = jax.vmap(lambda w: at(w, x0))(jnp.exp(t_new).astype(rdt))
+        start_now = choose(s < grid_steps, start_last, start_best)
+        r, jb, xs, conv, its, ends = jax.vmap(lambda w: at(w, start_now))(jnp.exp(t_new).astype(rdt))
         values = _values(y, sigma, b, r, jb, weighting, m)
         conv = conv & jnp.isfinite(values)
         values = jnp.where(jnp.isfinite(values) & valid, values, inf)
         i = jnp.argmin(values)
         better = values[i] < f_best
-        x_best = jnp.where(better, xs[i], x_best)
+        x_best = jnp.where(better, xs[i, 0], x_best)
+        start_best = choose(better, pick(ends, i), start_best)
+        i_best = jnp.where(better, its[i], i_best)
         f_best = jnp.where(better, values[i], f_best)
-        x_last = xs[-1]
+        start_last = pick(ends, batch - 1)
         t_all = jax.lax.dynamic_update_slice(t_all, t_new, (start,))
         f_all = jax.lax.dynamic_update_slice(f_all, values, (start,))
         ok_all = jax.lax.dynamic_update_slice(ok_all, conv, (start,))
         filled = jax.lax.dynamic_update_slice(filled, valid, (start,))
-        return (t_all, f_all, ok_all, filled, x_last, x_best, f_best), None
+        return (t_all, f_all, ok_all, filled, start_last, start_best, x_best, f_best, i_best), None
 
-    init = (jnp.zeros((E,), rdt), jnp.full((E,), inf), jnp.zeros((E,), bool), jnp.zeros((E,), bool), x_zero, x_zero, inf)
-    (t_all, f_all, ok_all, filled, *_), _ = jax.lax.scan(body, init, jnp.arange(steps))
+    init = (jnp.zeros((E,), rdt), jnp.full((E,), inf), jnp.zeros((E,), bool), jnp.zeros((E,), bool), start0, start0,
+            x_zero, inf, jnp.zeros((), jnp.int32))
+    (t_all, f_all, ok_all, filled, _, _, x_best, _, i_best), _ = jax.lax.scan(body, init, jnp.arange(steps))
     f_masked = jnp.where(filled, f_all, inf)
     best = jnp.argmin(f_masked)
     value = f_masked[best]
@@ -549,8 +659,8 @@ def _sure(make_problem, solver, weighting, y, sigma, key, ts, refine, batch, cou
     order = jnp.argsort(jnp.where(filled, t_all, inf))
     seen = filled[order]
     nan = jnp.asarray(jnp.nan, rdt)
-    return RuleInfo(
-        weight=jnp.exp(t), value=value, solves=jnp.asarray(E * (1 + count), jnp.int32), at_bound=at_bound,
-        converged=ok_all[best], weights=jnp.where(seen, jnp.exp(t_all[order]), nan),
-        values=jnp.where(seen, f_all[order], nan), grid_converged=ok_all[order] & seen,
+    return RuleResult(
+        weight=jnp.exp(t), value=value, weights=jnp.where(seen, jnp.exp(t_all[order]), nan),
+        values=jnp.where(seen, f_all[order], nan), weights_converged=ok_all[order] & seen, x=x_best,
+        iterations=i_best, converged=ok_all[best], at_bound=at_bound, solves=jnp.asarray(E * (1 + count), jnp.int32),
     )

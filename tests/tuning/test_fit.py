@@ -26,7 +26,8 @@ def _mse(tik, lam, x, y):
 def test_fit_reaches_the_closed_form_training_optimum(tik, loss):
     per_image = _mse if loss == "mse" else (lambda *a: 10 * np.log10(_mse(*a)))
     exact = _train_optimum(tik, lambda lam, x, y: per_image(tik, lam, x, y))
-    weight, hist = ij.tuning.fit(tik.make, tik.x, tik.y, 10 * exact, tik.solver, steps=40, loss=loss, progress=False)
+    res = ij.tuning.fit(tik.make, tik.x, tik.y, init=10 * exact, solver=tik.solver, max_iters=40, loss=loss, progress=False)
+    weight, hist = res.weight, res.history
     assert abs(np.log(float(weight) / exact)) < 0.05, (float(weight), exact)
     # the history: one entry per step, the loss falls
     S = len(hist.loss)
@@ -40,7 +41,8 @@ def test_fit_unrolled_gradient_and_custom_loss(tik):
     exact = _train_optimum(tik, lambda lam, x, y: _mse(tik, lam, x, y))
     solver = ij.solvers.CG(max_iters=150, tol=1e-6, diff="unroll")
     loss = lambda x, ref: jnp.sum((x - ref) ** 2)  # noqa: E731  (a multiple of the MSE)
-    weight, hist = ij.tuning.fit(tik.make, tik.x, tik.y, 5 * exact, solver, optax.adam(0.3), steps=40, loss=loss, progress=False)
+    res = ij.tuning.fit(tik.make, tik.x, tik.y, init=5 * exact, solver=solver, optimizer=optax.adam(0.3), max_iters=40, loss=loss, progress=False)
+    weight, hist = res.weight, res.history
     assert abs(np.log(float(weight) / exact)) < 0.15
 
 
@@ -63,11 +65,12 @@ def test_fit_vector_weight_beats_best_scalar_on_held_out():
     # a (2, 1, 1) weight keeps the regulariser circulant (ChannelScaled): ADMM's x-step is an FFT solve
     solver = ij.solvers.ADMM(max_iters=300, tol=1e-3, adjoint_tol=1e-2, adapt_iters=10**6)
     init = jnp.full((2, 1, 1), 0.05)  # (vertical, horizontal) weights: TV's D stacks the axes in order
-    weight, hist = ij.tuning.fit(make, x[:4], y[:4], init, solver, steps=15, loss="psnr", progress=False)
+    res = ij.tuning.fit(make, x[:4], y[:4], init=init, solver=solver, max_iters=15, loss="psnr", progress=False)
+    weight, hist = res.weight, res.history
     assert weight.shape == (2, 1, 1) and hist.weight.shape == (len(hist.loss), 2, 1, 1)
     assert float(weight[1, 0, 0]) > 3 * float(weight[0, 0, 0])  # smooth along the bars
     # the best single weight on the held-out images, by grid search with the truth
-    g = ij.tuning.grid(make, x[4:], y[4:], jnp.logspace(-2, 0, 12), solver, data_range=1.0)
+    g = ij.tuning.grid(make, x[4:], y[4:], weights=jnp.logspace(-2, 0, 12), solver=solver, data_range=1.0)
     vec = jax.vmap(lambda xi, yi: ij.metrics.psnr(ij.solve(make(weight, yi), solver).x, xi, data_range=1.0))(x[4:], y[4:])
     # (measured: 37.7 dB against 26.2; before the exact x-step in ADMM's implicit derivative and the
     # array-weight penalty rule, the fit only beat the scalar through a lucky inexact gradient)
@@ -82,7 +85,8 @@ def test_fit_weight_image(tik):
     I = ij.operators.Identity((n, n))
     make = lambda w, y: ij.Problem(I, y, fn.TV(boundary="periodic"), w)  # noqa: E731
     solver = ij.solvers.ADMM(max_iters=200, tol=1e-3, adjoint_tol=1e-2)
-    weight, hist = ij.tuning.fit(make, x, y, jnp.full((2, n, n), 0.02), solver, optax.adam(0.1), steps=4, progress=False)
+    res = ij.tuning.fit(make, x, y, init=jnp.full((2, n, n), 0.02), solver=solver, optimizer=optax.adam(0.1), max_iters=4, progress=False)
+    weight, hist = res.weight, res.history
     assert weight.shape == (2, n, n) and hist.weight.shape == (len(hist.loss), 2, n, n)
     assert np.all(np.isfinite(hist.loss)) and hist.loss[-1] < hist.loss[0]
     assert float(jnp.std(jnp.log(weight))) > 0  # the pixels moved apart
@@ -90,45 +94,49 @@ def test_fit_weight_image(tik):
 
 def test_fit_rejects_bad_input(tik):
     with pytest.raises(ValueError, match="same leading length"):
-        ij.tuning.fit(tik.make, tik.x, tik.y[:1], 0.01, tik.solver, progress=False)
+        ij.tuning.fit(tik.make, tik.x, tik.y[:1], init=0.01, solver=tik.solver, progress=False)
     with pytest.raises(ValueError, match=r"expected `x_true` of shape \(B,\) \+ \(32, 32\)"):
-        ij.tuning.fit(tik.make, tik.x[:, :16], tik.y, 0.01, tik.solver, progress=False)
+        ij.tuning.fit(tik.make, tik.x[:, :16], tik.y, init=0.01, solver=tik.solver, progress=False)
     for bad in (0.0, -1.0, np.nan, jnp.asarray([0.1, 0.0])):
         with pytest.raises(ValueError, match="finite and > 0"):
-            ij.tuning.fit(tik.make, tik.x, tik.y, bad, tik.solver, progress=False)
+            ij.tuning.fit(tik.make, tik.x, tik.y, init=bad, solver=tik.solver, progress=False)
     with pytest.raises(ValueError, match="`loss`"):
-        ij.tuning.fit(tik.make, tik.x, tik.y, 0.01, tik.solver, loss="ssim", progress=False)
+        ij.tuning.fit(tik.make, tik.x, tik.y, init=0.01, solver=tik.solver, loss="ssim", progress=False)
     with pytest.raises(TypeError, match="optax"):
-        ij.tuning.fit(tik.make, tik.x, tik.y, 0.01, tik.solver, optimizer="adam", progress=False)
+        ij.tuning.fit(tik.make, tik.x, tik.y, init=0.01, solver=tik.solver, optimizer="adam", progress=False)
     with pytest.raises(ValueError, match="`warm_start`"):
-        ij.tuning.fit(tik.make, tik.x, tik.y, 0.01, tik.solver, warm_start="dual", progress=False)
-    with pytest.raises(ValueError, match="`steps`"):
-        ij.tuning.fit(tik.make, tik.x, tik.y, 0.01, tik.solver, steps=0, progress=False)
+        ij.tuning.fit(tik.make, tik.x, tik.y, init=0.01, solver=tik.solver, warm_start="dual", progress=False)
+    with pytest.raises(ValueError, match="`max_iters` must be an int >= 1, got 0"):
+        ij.tuning.fit(tik.make, tik.x, tik.y, init=0.01, solver=tik.solver, max_iters=0, progress=False)
 
 
 def test_fit_warns_and_stops_when_theta_is_ignored(tik):
     ignores = lambda w, y: tik.make(0.01, y)  # noqa: E731
     with pytest.warns(ij.tuning.TuningWarning, match="exactly zero"):
-        weight, hist = ij.tuning.fit(ignores, tik.x, tik.y, 0.05, tik.solver, steps=100, progress=False)
+        res = ij.tuning.fit(ignores, tik.x, tik.y, init=0.05, solver=tik.solver, max_iters=100, progress=False)
+        weight, hist = res.weight, res.history
     assert len(hist.loss) == 1 and float(weight) == pytest.approx(0.05)
 
 
 def test_fit_reports_lower_level_non_convergence(tik):
     solver = ij.solvers.CG(max_iters=3, tol=1e-8)
     with pytest.warns(ij.tuning.TuningWarning, match=r"max_iters before reaching its tol in 6 of 6 solves"):
-        _, hist = ij.tuning.fit(tik.make, tik.x, tik.y, 0.01, solver, steps=3, progress=False)
+        res = ij.tuning.fit(tik.make, tik.x, tik.y, init=0.01, solver=solver, max_iters=3, progress=False)
+        hist = res.history
     assert not np.any(hist.converged) and np.all(hist.iterations == 3)
 
 
 def test_fit_stops_on_a_non_finite_loss(tik):
     loss = lambda x, ref: jnp.log(jnp.mean((x - ref) ** 2) - 1.0)  # noqa: E731  (log of a negative)
     with pytest.warns(ij.tuning.TuningWarning, match="not finite"):
-        weight, hist = ij.tuning.fit(tik.make, tik.x, tik.y, 0.05, tik.solver, steps=10, loss=loss, progress=False)
+        res = ij.tuning.fit(tik.make, tik.x, tik.y, init=0.05, solver=tik.solver, max_iters=10, loss=loss, progress=False)
+        weight, hist = res.weight, res.history
     assert len(hist.loss) == 1 and float(weight) == pytest.approx(0.05)
 
 
 def test_fit_tol_stops_early(tik):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, hist = ij.tuning.fit(tik.make, tik.x, tik.y, 0.01, tik.solver, optax.sgd(0.0), steps=50, tol=1e-3, progress=False)
+        res = ij.tuning.fit(tik.make, tik.x, tik.y, init=0.01, solver=tik.solver, optimizer=optax.sgd(0.0), max_iters=50, tol=1e-3, progress=False)
+        hist = res.history
     assert len(hist.loss) == 1

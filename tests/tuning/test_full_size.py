@@ -36,14 +36,15 @@ def case(request):
     P = B.deblur() if request.param == "deblur" else B.ct()
     if P is None:
         pytest.skip("ParallelBeam2D is not available")
-    g = ij.tuning.grid(P["make"], P["x_test"], P["y_test"], P["grid"], P["solver"], data_range=1.0)
+    g = ij.tuning.grid(P["make"], P["x_test"], P["y_test"], weights=P["grid"], solver=P["solver"], data_range=1.0)
     return P, g
 
 
 def test_fit_is_within_0p1_db_of_the_grid_oracle_on_held_out_images(case):
     P, g = case
-    weight, hist = ij.tuning.fit(P["make"], P["x_train"], P["y_train"], P["init"], P["solver"], P["optimizer"],
-                                 steps=P["steps"], loss=P["loss"], progress=False)
+    res = ij.tuning.fit(P["make"], P["x_train"], P["y_train"], init=P["init"], solver=P["solver"], optimizer=P["optimizer"],
+                                 max_iters=P["steps"], loss=P["loss"], progress=False)
+    weight, hist = res.weight, res.history
     psnr = B._psnr_batch(P["make"], P["solver"], P["x_test"], P["y_test"], jnp.full((8,), weight))
     print(f"{P['name']}: fit {float(weight):.4g} -> {np.mean(psnr):.3f} dB; oracle {float(g.weight):.4g} -> {float(g.score):.3f} dB")
     assert np.mean(psnr) >= float(g.score) - 0.1
@@ -53,8 +54,8 @@ def test_sure_per_image_within_0p3_db_and_discrepancy_within_1_db(case):
     P, g = case
     make, solver, lo_hi = P["make"], P["solver"], P["bounds"]
     keys = jax.random.split(jax.random.PRNGKey(7), 8)
-    sure = jax.jit(jax.vmap(lambda y, s, k: ij.tuning.sure(make, y, s, k, solver, bounds=lo_hi)))
-    disc = jax.jit(jax.vmap(lambda y, s: ij.tuning.discrepancy(make, y, s, solver, bounds=lo_hi)))
+    sure = jax.jit(jax.vmap(lambda y, s, k: ij.tuning.sure(make, y, s, k, solver=solver, bounds=lo_hi)))
+    disc = jax.jit(jax.vmap(lambda y, s: ij.tuning.discrepancy(make, y, s, solver=solver, bounds=lo_hi)))
     oracle = np.asarray(g.per_image_score)
     gap_sure = oracle - B._psnr_batch(make, solver, P["x_test"], P["y_test"], sure(P["y_test"], P["sigma_test"], keys))
     gap_disc = oracle - B._psnr_batch(make, solver, P["x_test"], P["y_test"], disc(P["y_test"], P["sigma_test"]))

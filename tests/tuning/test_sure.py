@@ -23,7 +23,7 @@ def _mc_sure(tik, lam, y, b):
 @pytest.mark.parametrize("lam", [3e-3, 3e-2])
 def test_sure_risk_matches_closed_form(tik, lam):
     y, key = tik.y[0], jax.random.PRNGKey(0)
-    est = ij.tuning.sure_risk(tik.make, lam, y, tik.sigma, key, tik.solver, probes=8)
+    est = ij.tuning.sure_risk(tik.make, y, tik.sigma, key, weight=lam, solver=tik.solver, probes=8)
     # the probes are jax.random.rademacher(key, (probes,) + y.shape): with the same probes the
     # JVP through the solver gives the closed-form b^T H b, so the match is to solver accuracy
     b = jax.random.rademacher(key, (8,) + y.shape, dtype=y.dtype)
@@ -34,8 +34,9 @@ def test_sure_risk_matches_closed_form(tik, lam):
 
 def test_sure_minimiser_matches_closed_form(tik):
     keys = jax.random.split(jax.random.PRNGKey(2), 2)
-    rule = jax.jit(jax.vmap(lambda y, k: ij.tuning.sure(tik.make, y, tik.sigma, k, tik.solver, bounds=(1e-5, 1.0), batch=4, refine=5, probes=2, return_info=True)))
-    w, info = rule(tik.y, keys)
+    rule = jax.jit(jax.vmap(lambda y, k: ij.tuning.sure(tik.make, y, tik.sigma, k, solver=tik.solver, bounds=(1e-5, 1.0), batch=4, refine=5, probes=2)))
+    info = rule(tik.y, keys)
+    w = info.weight
     for b in range(2):
         probes = jax.random.rademacher(keys[b], (2,) + tik.y[b].shape, dtype=tik.y.dtype)
         exact = tik.argmin(lambda lam: _mc_sure(tik, lam, tik.y[b], probes))
@@ -49,7 +50,7 @@ def test_sure_minimiser_matches_closed_form(tik):
     ws, vs = np.asarray(info.weights), np.asarray(info.values)
     assert ws.shape == (2, 28) and np.all(np.diff(ws, axis=1) > 0) and np.all(np.isfinite(vs))
     assert np.allclose(vs.min(axis=1), info.value) and np.all(info.converged)
-    assert np.all(np.asarray(info.grid_converged)[:, 1:])  # (CG's 400 steps do not reach 1e-6 at 1e-5 alone)
+    assert np.all(np.asarray(info.weights_converged)[:, 1:])  # (CG's 400 steps do not reach 1e-6 at 1e-5 alone)
 
 
 def _tv_deblur(n=24, count=24, sigma=0.05):
@@ -72,7 +73,7 @@ def test_sure_is_unbiased_for_a_nonlinear_solver(weighted, divergence):
 
     @jax.jit
     def one(y, key):
-        est = ij.tuning.sure_risk(make, w, y, sigma, key, solver, weighting=W, divergence=divergence)
+        est = ij.tuning.sure_risk(make, y, sigma, key, weight=w, solver=solver, weighting=W, divergence=divergence)
         e = A(ij.solve(make(w, y), solver).x - x)
         e = e if W is None else W(e)
         return est, jnp.mean(e**2)
@@ -88,11 +89,11 @@ def test_sure_is_unbiased_for_a_nonlinear_solver(weighted, divergence):
 @pytest.mark.parametrize("sigma", [0.0, -1.0, np.nan])
 def test_sure_rejects_bad_sigma(tik, sigma):
     with pytest.raises(ValueError, match="`sigma` must be finite and > 0"):
-        ij.tuning.sure(tik.make, tik.y[0], sigma, jax.random.PRNGKey(0), tik.solver)
+        ij.tuning.sure(tik.make, tik.y[0], sigma, jax.random.PRNGKey(0), solver=tik.solver)
 
 
 def test_sure_traced_bad_sigma_raises_at_run_time(tik):
-    f = eqx.filter_jit(lambda s: ij.tuning.sure_risk(tik.make, 0.01, tik.y[0], s, jax.random.PRNGKey(0), tik.solver))
+    f = eqx.filter_jit(lambda s: ij.tuning.sure_risk(tik.make, tik.y[0], s, jax.random.PRNGKey(0), weight=0.01, solver=tik.solver))
     with pytest.raises(eqx.EquinoxRuntimeError, match="`sigma` must be finite and > 0"):
         f(jnp.asarray(0.0))
 
@@ -100,23 +101,23 @@ def test_sure_traced_bad_sigma_raises_at_run_time(tik):
 def test_sure_bad_input(tik):
     y, key = tik.y[0], jax.random.PRNGKey(0)
     with pytest.raises(TypeError, match="complex .* the operator's output is real"):
-        ij.tuning.sure(tik.make, y.astype(jnp.complex64), 0.01, key, tik.solver)
+        ij.tuning.sure(tik.make, y.astype(jnp.complex64), 0.01, key, solver=tik.solver)
     with pytest.raises(ValueError, match="`divergence` must be one of"):
-        ij.tuning.sure(tik.make, y, 0.01, key, tik.solver, divergence="exact")
+        ij.tuning.sure(tik.make, y, 0.01, key, solver=tik.solver, divergence="exact")
     with pytest.raises(ValueError, match="`epsilon` must be a finite number > 0"):
-        ij.tuning.sure(tik.make, y, 0.01, key, tik.solver, epsilon=0.0)
+        ij.tuning.sure(tik.make, y, 0.01, key, solver=tik.solver, epsilon=0.0)
     with pytest.raises(ValueError, match="`weights` must be increasing"):
-        ij.tuning.sure(tik.make, y, 0.01, key, tik.solver, weights=jnp.array([1e-2, 1e-3, 1e-1]))
+        ij.tuning.sure(tik.make, y, 0.01, key, solver=tik.solver, weights=jnp.array([1e-2, 1e-3, 1e-1]))
     with pytest.raises(ValueError, match="`weights` must be finite and > 0"):
-        ij.tuning.sure_grid(tik.make, y, 0.01, key, tik.solver, jnp.array([1e-2, -1.0]))
+        ij.tuning.sure_grid(tik.make, y, 0.01, key, solver=tik.solver, weights=jnp.array([1e-2, -1.0]))
     with pytest.raises(ValueError, match="`batch` must be an int >= 1"):
-        ij.tuning.sure(tik.make, y, 0.01, key, tik.solver, batch=0)
+        ij.tuning.sure(tik.make, y, 0.01, key, solver=tik.solver, batch=0)
     with pytest.raises(ValueError, match="`probe` must be one of"):
-        ij.tuning.sure(tik.make, y, 0.01, key, tik.solver, probe="sphere")
+        ij.tuning.sure(tik.make, y, 0.01, key, solver=tik.solver, probe="sphere")
     with pytest.raises(TypeError, match="`weighting` must be None or a linear callable"):
-        ij.tuning.sure(tik.make, y, 0.01, key, tik.solver, weighting=3.0)
+        ij.tuning.sure(tik.make, y, 0.01, key, solver=tik.solver, weighting=3.0)
     with pytest.raises(ValueError, match="`grid_points` must be an int >= 3"):
-        ij.tuning.sure(tik.make, y, 0.01, key, tik.solver, grid_points=2)
+        ij.tuning.sure(tik.make, y, 0.01, key, solver=tik.solver, grid_points=2)
     with pytest.raises(ValueError, match="`iterations` must be an int >= 1"):
         ij.tuning.regularized_inverse(ij.operators.Mask(np.ones((4, 4)) > 0), iterations=0)
     with pytest.raises(ValueError, match="`eps` must be a finite number > 0"):
@@ -128,25 +129,30 @@ def test_sure_grid_equals_per_weight_solves(tik):
     """One compiled grid = one solve per weight (x, value, residual), whichever chunking."""
     y, key = tik.y[0], jax.random.PRNGKey(4)
     ws = jnp.asarray([1e-4, 1e-3, 1e-2, 1e-1], jnp.float32)
-    res = ij.tuning.sure_grid(tik.make, y, tik.sigma, key, tik.solver, ws, probes=2, divergence="fd")
-    again = ij.tuning.sure_grid(tik.make, y, tik.sigma, key, tik.solver, ws, probes=2, divergence="fd", chunk=1)
+    res = ij.tuning.sure_grid(tik.make, y, tik.sigma, key, solver=tik.solver, weights=ws, probes=2, divergence="fd")
+    again = ij.tuning.sure_grid(tik.make, y, tik.sigma, key, solver=tik.solver, weights=ws, probes=2, divergence="fd", chunk=1)
     b = ij.tuning.probes(key, y, 2)
-    assert res.x.shape == (4, tik.n, tik.n) and int(res.measurements) == y.size and bool(np.all(res.converged))
+    assert res.reconstructions.shape == (4, tik.n, tik.n) and int(res.measurements) == y.size
+    assert bool(np.all(res.weights_converged))
+    # the result's own choice: the grid weight of least SURE, its reconstruction
+    best = int(np.argmin(np.asarray(res.values)))
+    assert float(res.weight) == float(ws[best]) and float(res.value) == float(res.values[best])
+    np.testing.assert_array_equal(np.asarray(res.x), np.asarray(res.reconstructions[best]))
     for g, w in enumerate(ws):
         x = ij.solve(tik.make(w, y), tik.solver).x
         # (to CG's tol 1e-6: at 1e-4 the system is ill-conditioned enough for 4e-4 in x)
-        np.testing.assert_allclose(res.x[g], x, atol=1e-3)
+        np.testing.assert_allclose(res.reconstructions[g], x, atol=1e-3)
         # chunked and whole-grid solves differ by float32 rounding only (XLA fuses the batches
         # differently); the divergence's difference quotient (step 0.1 sigma) multiplies that by
         # ~10/sigma: 1.6e-4 relative measured at the ill-conditioned 1e-4
         np.testing.assert_allclose(again.values[g], res.values[g], rtol=1e-3)
         assert float(res.residual[g]) == pytest.approx(float(jnp.sum((tik.A(x) - y) ** 2)), rel=1e-3)
-        one = ij.tuning.sure_risk(tik.make, w, y, tik.sigma, key, tik.solver, probes=2, divergence="fd")
+        one = ij.tuning.sure_risk(tik.make, y, tik.sigma, key, weight=w, solver=tik.solver, probes=2, divergence="fd")
         # (one solve vs the batched grid: float32 rounding times the difference quotient, as above)
         assert float(res.values[g]) == pytest.approx(float(one), rel=1e-3)
         # the exact JVP divergence agrees (a linear reconstruction: the difference quotient is exact
         # but for CG's stopping error over the step, 1 % at the ill-conditioned 1e-4)
-        jvp = ij.tuning.sure_risk(tik.make, w, y, tik.sigma, key, tik.solver, probes=2)
+        jvp = ij.tuning.sure_risk(tik.make, y, tik.sigma, key, weight=w, solver=tik.solver, probes=2)
         assert float(jvp) == pytest.approx(float(one), rel=2e-2)
         # the same number from the formula on precomputed reconstructions
         xp = jnp.stack([ij.solve(tik.make(w, y + 0.1 * tik.sigma * bp), tik.solver).x for bp in b])
@@ -159,11 +165,12 @@ def test_sure_grid_equals_per_weight_solves(tik):
 def test_sure_on_a_given_grid_picks_its_minimum_and_vmaps(tik):
     ws = jnp.logspace(-4, 0, 9)
     keys = jax.random.split(jax.random.PRNGKey(5), 2)
-    rule = jax.jit(jax.vmap(lambda y, k: ij.tuning.sure(tik.make, y, tik.sigma, k, tik.solver, weights=ws, refine=0,
-                                                         batch=9, return_info=True)))
-    w, info = rule(tik.y, keys)
+    rule = jax.jit(jax.vmap(lambda y, k: ij.tuning.sure(tik.make, y, tik.sigma, k, solver=tik.solver, weights=ws, refine=0,
+                                                         batch=9)))
+    info = rule(tik.y, keys)
+    w = info.weight
     for i in range(2):
-        res = ij.tuning.sure_grid(tik.make, tik.y[i], tik.sigma, keys[i], tik.solver, ws)
+        res = ij.tuning.sure_grid(tik.make, tik.y[i], tik.sigma, keys[i], solver=tik.solver, weights=ws)
         # the rule returns a grid point, the one whose (warm-started) value is smallest, and that
         # point is a minimiser of the cold-started grid up to their agreement (rtol 1e-2 below)
         chosen = int(np.argmin(np.abs(np.asarray(ws) - float(w[i]))))
@@ -248,7 +255,7 @@ def test_complex_mri_sure_tracks_the_true_mse():
     def one(key):
         k1, k2 = jax.random.split(key)
         y = mask * ij.noise.gaussian(k1, op(x), sigma)
-        est = ij.tuning.sure_risk(make, 0.01, y, sigma, k2, solver, probe="gaussian", divergence="fd")
+        est = ij.tuning.sure_risk(make, y, sigma, k2, weight=0.01, solver=solver, probe="gaussian", divergence="fd")
         e = op.mv(ij.solve(make(0.01, y), solver).x - x)
         return est, jnp.sum(jnp.abs(e) ** 2) / op.n_measurements
 
@@ -275,8 +282,8 @@ def test_projected_sure_on_small_ct():
     def one(key):
         k1, k2 = jax.random.split(key)
         y = op(x) + sigma * jax.random.normal(k1, op.out_shape)
-        res = ij.tuning.sure_grid(make, y, sigma, k2, solver, ws, weighting=W, divergence="fd")
-        e = jax.vmap(lambda xi: W(op.mv(xi - x)))(res.x)
+        res = ij.tuning.sure_grid(make, y, sigma, k2, solver=solver, weights=ws, weighting=W, divergence="fd")
+        e = jax.vmap(lambda xi: W(op.mv(xi - x)))(res.reconstructions)
         return res.values, jnp.mean(e**2, axis=(1, 2))
 
     est, true = jax.lax.map(one, jax.random.split(jax.random.key(2), 16))

@@ -8,10 +8,10 @@ import pytest
 import invjax as ij
 
 RULES = {
-    "gcv": lambda t, s: ij.tuning.gcv(t.make, t.y[0], jax.random.key(0), s, grid_points=5, iters=2, return_info=True),
-    "sure": lambda t, s: ij.tuning.sure(t.make, t.y[0], t.sigma, jax.random.key(0), s, grid_points=5, refine=1, return_info=True),
-    "discrepancy": lambda t, s: ij.tuning.discrepancy(t.make, t.y[0], t.sigma, s, return_info=True),
-    "lcurve": lambda t, s: ij.tuning.lcurve(t.make, t.y[0], s, jnp.logspace(-4, 0, 5), return_info=True),
+    "gcv": lambda t, s: ij.tuning.gcv(t.make, t.y[0], jax.random.key(0), solver=s, grid_points=5, refine=2),
+    "sure": lambda t, s: ij.tuning.sure(t.make, t.y[0], t.sigma, jax.random.key(0), solver=s, grid_points=5, refine=1),
+    "discrepancy": lambda t, s: ij.tuning.discrepancy(t.make, t.y[0], t.sigma, solver=s),
+    "lcurve": lambda t, s: ij.tuning.lcurve(t.make, t.y[0], solver=s, weights=jnp.logspace(-4, 0, 5)),
 }
 
 
@@ -20,10 +20,10 @@ RULES = {
 def test_a_rule_on_a_solver_stopped_early_says_so(tik, rule):
     short = ij.solvers.CG(max_iters=2, tol=1e-12)  # two CG steps cannot reach 1e-12 here
     with pytest.warns(ij.tuning.TuningWarning, match="did not reach the solver's tol"):
-        _, info = RULES[rule](tik, short)
+        info = RULES[rule](tik, short)
     assert not bool(info.converged)
     # the same rule with a solver that converges stays silent and says converged
-    _, info = RULES[rule](tik, tik.solver)
+    info = RULES[rule](tik, tik.solver)
     assert bool(info.converged) and np.isfinite(float(info.value))
 
 
@@ -34,12 +34,13 @@ def test_unconverged_values_are_used_not_discarded(tik):
     y = tik.y[0]
     short = ij.solvers.CG(max_iters=60, tol=1e-12)  # never reaches 1e-12: every solve unconverged
     with pytest.warns(ij.tuning.TuningWarning, match="did not reach the solver's tol"):
-        w, info = ij.tuning.sure(tik.make, y, tik.sigma, jax.random.key(0), short, probes=4, return_info=True)
+        info = ij.tuning.sure(tik.make, y, tik.sigma, jax.random.key(0), solver=short, probes=4)
+        w = info.weight
     assert not bool(info.converged) and not bool(info.at_bound)
     best = tik.argmin(lambda lam: tik.sure(lam, y))
     assert abs(np.log(float(w) / best)) < np.log(2.0)
     with pytest.warns(ij.tuning.TuningWarning):
-        w = ij.tuning.gcv(tik.make, y, jax.random.key(1), short, probes=8)
+        w = ij.tuning.gcv(tik.make, y, jax.random.key(1), solver=short, probes=8).weight
     assert abs(np.log(float(w) / tik.argmin(lambda lam: tik.gcv(lam, y)))) < np.log(2.0)
 
 
@@ -48,5 +49,5 @@ def test_a_rule_that_can_evaluate_nothing_raises(tik):
     SURE with the exact (JVP) divergence raises instead of returning a bound as if it had chosen it."""
     hopeless = ij.solvers.CG(max_iters=400, tol=1e-6, adjoint_iters=1, adjoint_tol=1e-9)
     with pytest.raises(Exception, match="could not be evaluated at any weight"):
-        ij.tuning.sure(tik.make, tik.y[0], tik.sigma, jax.random.key(0), hopeless, grid_points=3, refine=0,
+        ij.tuning.sure(tik.make, tik.y[0], tik.sigma, jax.random.key(0), solver=hopeless, grid_points=3, refine=0,
                        divergence="jvp")
