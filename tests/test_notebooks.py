@@ -109,19 +109,35 @@ def _derivatives(out):
     return {"rows": rows}
 
 
+def _uncertainty(out):
+    def num(label):
+        return _finite(re.search(re.escape(label) + r":?\s*" + NUM, out).group(1))
+
+    mmse, map_psnr = num("MMSE PSNR"), num("MAP PSNR")
+    coverage, ratio = num("90% interval coverage of the truth"), num("std on edges / flat")
+    tests = dict(re.findall(r"^remove (structure|flat patch): .*rejected: (True|False)", out, re.M))
+    # the sampler's mean is a reconstruction (near the MAP's PSNR), the std is larger on edges,
+    # a real structure's removal is rejected and a flat patch's is not
+    assert mmse > map_psnr - 1.5 and ratio > 1.0
+    assert tests == {"structure": "True", "flat patch": "False"}
+    w_sapg, w_oracle = num("SAPG weight"), num("oracle weight")
+    return {"psnr": [mmse, map_psnr], "coverage": coverage, "ratio": ratio, "weights": [w_sapg, w_oracle]}
+
+
 CHECKS = {
     "01_deblurring_automatic_weight.py": _deblur,
     "02_sparse_view_ct.py": _ct,
     "03_accelerated_mri.py": _mri,
     "04_bilevel_learning.py": _bilevel,
     "05_differentiating_through_a_solver.py": _derivatives,
+    "06_uncertainty.py": _uncertainty,
 }
 
 
 # the default suite's 10-minute budget on 2 cores (measured 10:05 with notebooks 1-3 in it):
 # notebooks 2-5 run small only in the slow suite (25-60 s each on 2 cores); notebook 1 stays
 HEAVY = {"02_sparse_view_ct.py", "03_accelerated_mri.py", "04_bilevel_learning.py",
-         "05_differentiating_through_a_solver.py"}
+         "05_differentiating_through_a_solver.py", "06_uncertainty.py"}
 
 
 @pytest.mark.parametrize(
