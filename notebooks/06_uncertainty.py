@@ -98,7 +98,7 @@ for name, (i, j) in (("structure", busy), ("flat patch", calm)):
 # %%
 make = lambda w, y: ij.Problem(A, y, ij.functionals.TV(), weight=w)  # noqa: E731
 t0 = time.perf_counter()
-w_sapg = float(ij.tuning.sapg(make, y, sigma, jax.random.key(2), init=weight, iters=1000 if SIZE <= 32 else 3000))
+w_sapg = float(ij.tuning.sapg(make, y, sigma, jax.random.key(2), init=weight, iters=1000 if SIZE <= 32 else 3000).weight)
 t_sapg = time.perf_counter() - t0
 solver = ij.solvers.ADMM(max_iters=300, tol=1e-4)
 grid = np.geomspace(1e-3, 1e-1, 9)

@@ -6,7 +6,7 @@ from .fit import FitHistory, FitResult, fit
 from .gcv import gcv, gcv_score
 from .grid import GridResult, grid
 from .lcurve import lcurve
-from .sapg import SapgInfo, sapg
+from .sapg import SapgResult, sapg
 from .secant import SecantState, secant
 from .sure import RegularizedInverse, SureGrid, probes, regularized_inverse, sure, sure_estimate, sure_grid, sure_risk
 
@@ -16,7 +16,7 @@ __all__ = [
     "GridResult",
     "RegularizedInverse",
     "RuleResult",
-    "SapgInfo",
+    "SapgResult",
     "SecantState",
     "SureGrid",
     "TuningWarning",

@@ -2,8 +2,6 @@ r"""Empirical-Bayes regularisation weight by stochastic approximation (SAPG)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -13,30 +11,31 @@ from jaxtyping import Array, Float, Inexact, PRNGKeyArray
 from ..functionals import L1, L21, TV, SquaredL2
 from ..functionals.base import Scaled
 from ..sampling import MYULA, AbstractSampler, PnPULA
-from ._common import as_data, check_bounds, check_count, check_make_problem, check_sigma
+from ..sampling.accumulate import moments_init, moments_update
+from ._common import RuleResult, as_data, check_bounds, check_count, check_make_problem, check_sigma, keyword_only
 
 _DEGREE = ((SquaredL2, 2.0), (TV, 1.0), (L1, 1.0), (L21, 1.0))
 
 
-class SapgInfo(NamedTuple):
-    """What :func:`sapg` did.
+class SapgResult(RuleResult):
+    """Output of :func:`sapg`: a :class:`RuleResult` with ``weight`` the estimate (the geometric
+    mean of the iterates' weights over the averaging window), ``value`` the window's mean of the
+    normalised score ``1 - k theta R(X) / d`` (0 at the marginal-likelihood maximiser), ``x`` the
+    chain's mean over the window (an MMSE estimate near ``weight``), ``iterations`` the SAPG
+    iterations, ``converged`` the window's two halves agreeing within ``rtol``, ``at_bound`` the
+    estimate at an end of ``bounds``, and:
 
     Attributes:
-        weight: the estimate (as returned): the geometric mean of the iterates' weights over
-            the averaging window.
         history: ``(iters,)`` the weight after each iteration.
         average: ``(iters,)`` the running geometric mean over the window (NaN before it).
-        converged: the window's two halves agree within ``rtol`` (relative).
-        change: ``|mean(second half) / mean(first half) - 1|`` of the window.
-        at_bound: the estimate sits at an end of ``bounds``.
+        change: ``|mean(second half) / mean(first half) - 1|`` of the window (geometric means).
+        gradient_evaluations: the sampler's drift evaluations (burn-in included).
     """
 
-    weight: Array
-    history: Array
-    average: Array
-    converged: Array
-    change: Array
-    at_bound: Array
+    history: Float[Array, " iters"] = None
+    average: Float[Array, " iters"] = None
+    change: Float[Array, ""] = None
+    gradient_evaluations: int = eqx.field(static=True, default=0)
 
 
 def _degree(reg, homogeneity):
@@ -55,6 +54,7 @@ def _degree(reg, homogeneity):
     )
 
 
+@keyword_only("tuning.sapg", 4, "sapg(make_problem, y, sigma, key, init=..., sampler=..., iters=..., ...)")
 def sapg(
     make_problem,
     y: Inexact[Array, "..."],
@@ -72,8 +72,7 @@ def sapg(
     homogeneity: float | None = None,
     bounds=(1e-8, 1e8),
     rtol: float = 0.05,
-    return_info: bool = False,
-):
+) -> SapgResult:
     r"""Weight by maximum marginal likelihood: stochastic approximation proximal gradient (Vidal,
     De Bortoli, Pereyra & Durmus, "Maximum likelihood estimation of regularisation parameters in
     high-dimensional inverse problems: an empirical Bayesian approach", SIAM J. Imaging Sci.
@@ -116,10 +115,9 @@ def sapg(
         homogeneity: ``k`` (default: known for TV, L1, L21 (1) and SquaredL2 (2)).
         bounds: ``(low, high)`` for the weight (default ``(1e-8, 1e8)``).
         rtol: the window's halves must agree to this for ``converged`` (default 0.05).
-        return_info: also return a :class:`SapgInfo`.
 
     Returns:
-        The weight (a scalar array), or ``(weight, SapgInfo)``.
+        A :class:`SapgResult` (``.weight``, ``.history``, ``.converged``, ...).
 
     Raises:
         ValueError: ``sigma <= 0``, bad counts or bounds, an unknown homogeneity degree.
@@ -131,8 +129,8 @@ def sapg(
         >>> k1, k2 = jax.random.split(jax.random.PRNGKey(0))
         >>> x = 2.0 * jax.random.normal(k1, (64,))             # prior N(0, sigma^2 / w), w = 0.25
         >>> y = x + jax.random.normal(k2, (64,))
-        >>> w = ij.tuning.sapg(make, y, 1.0, jax.random.PRNGKey(1), iters=500)
-        >>> 0.1 < float(w) < 0.5
+        >>> res = ij.tuning.sapg(make, y, 1.0, jax.random.PRNGKey(1), iters=500)
+        >>> 0.1 < float(res.weight) < 0.5
         True
     """
     who = "sapg"
@@ -155,10 +153,9 @@ def sapg(
     for name, v in (("step", step), ("decay", decay), ("rtol", rtol)):
         if not float(v) > 0:
             raise ValueError(f"sapg: `{name}` must be > 0, got {v!r}")
-    weight, info = _sapg(make_problem, y, sigma, key, jnp.asarray(init, sigma.dtype), sampler, iters=iters,
+    return _sapg(make_problem, y, sigma, key, jnp.asarray(init, sigma.dtype), sampler, iters=iters,
                          burn_in=burn_in, inner=inner, step=float(step), decay=float(decay), average_from=average_from,
-                         k=k, lo=lo, hi=hi, rtol=float(rtol))
-    return (weight, info) if return_info else weight
+                 k=k, lo=lo, hi=hi, rtol=float(rtol))
 
 
 @eqx.filter_jit
@@ -177,7 +174,7 @@ def _sapg(make_problem, y, sigma, key, init, sampler, *, iters, burn_in, inner, 
     state = lax.fori_loop(0, burn_in, burn, state)
 
     def body(carry, n):
-        u, state = carry
+        u, state, acc = carry
         w = jnp.exp(u)
         problem = make_problem(w, y)
         alg = sampler.build(problem, sigma)
@@ -188,9 +185,11 @@ def _sapg(make_problem, y, sigma, key, init, sampler, *, iters, burn_in, inner, 
         g = 1 - k * (w / s2) * r / d
         gamma = step * (n + 1.0) ** (-decay)
         u = jnp.clip(u + jnp.clip(gamma * g, -1.0, 1.0), jnp.log(lo), jnp.log(hi)).astype(real)
-        return (u, state), u
+        acc = moments_update(acc, x, n >= average_from)
+        return (u, state, acc), (u, g)
 
-    (_, _), us = lax.scan(body, (u0.astype(real), state), jnp.arange(iters, dtype=real))
+    (_, _, acc), (us, gs) = lax.scan(body, (u0.astype(real), state, moments_init(state.position)),
+                                     jnp.arange(iters, dtype=real))
     idx = jnp.arange(iters)
     in_window = idx >= average_from
     counts = jnp.cumsum(in_window)
@@ -202,4 +201,7 @@ def _sapg(make_problem, y, sigma, key, init, sampler, *, iters, burn_in, inner, 
     change = jnp.abs(jnp.exp(second - first) - 1)
     weight = average[-1]
     at_bound = (weight <= lo * (1 + 1e-6)) | (weight >= hi * (1 - 1e-6))
-    return weight, SapgInfo(weight, jnp.exp(us), average, change <= rtol, change, at_bound)
+    grads = alg0.gradient_evaluations * (burn_in + inner * iters)
+    return SapgResult(weight=weight, value=jnp.mean(gs[average_from:]), x=acc.mean, iterations=jnp.asarray(iters, jnp.int32),
+                      converged=change <= rtol, at_bound=at_bound, history=jnp.exp(us), average=average, change=change,
+                      gradient_evaluations=grads)

@@ -42,11 +42,12 @@ def test_sapg_matches_the_marginal_likelihood_maximiser(seed):
     A, ev, y = _setup(seed)
     want = _ml_weight(ev, y)
     make = lambda w, y: ij.Problem(A, y, ij.functionals.SquaredL2(), weight=w)  # noqa: E731
-    w, info = ij.tuning.sapg(make, jnp.asarray(y, jnp.float32), SIGMA, jax.random.PRNGKey(seed),
-                             init=1.0, iters=3000, return_info=True)
-    assert float(w) == pytest.approx(want, rel=0.05), (float(w), want)  # measured +0.9 % (seed 0), -3.9 % (seed 1)
-    assert bool(info.converged) and not bool(info.at_bound)
-    assert info.history.shape == (3000,) and np.isnan(np.asarray(info.average[:1499])).all()
+    res = ij.tuning.sapg(make, jnp.asarray(y, jnp.float32), SIGMA, jax.random.PRNGKey(seed), init=1.0, iters=3000)
+    assert float(res.weight) == pytest.approx(want, rel=0.05), (float(res.weight), want)  # measured +0.9 % / -3.9 %
+    assert bool(res.converged) and not bool(res.at_bound)
+    assert res.history.shape == (3000,) and np.isnan(np.asarray(res.average[:1499])).all()
+    assert abs(float(res.value)) < 0.05  # the normalised score's window mean, 0 at the root
+    assert res.x.shape == (N, N) and bool(jnp.all(jnp.isfinite(res.x)))
 
 
 def test_sapg_bad_input():
@@ -62,5 +63,7 @@ def test_sapg_bad_input():
         ij.tuning.sapg(lambda w, y: ij.Problem(A, y), y, SIGMA, key)
     with pytest.raises(ValueError, match="pass `homogeneity`"):
         ij.tuning.sapg(lambda w, y: ij.Problem(A, y, ij.functionals.Huber(0.1), weight=w), y, SIGMA, key)
+    with pytest.raises(TypeError, match="`return_info` is gone"):
+        ij.tuning.sapg(make, y, SIGMA, key, return_info=True)
     with pytest.raises(TypeError, match="`sampler` must be an invjax MYULA"):
         ij.tuning.sapg(make, y, SIGMA, key, sampler=ij.sampling.PnPULA(lambda x, s: x, noise_level=0.1))
