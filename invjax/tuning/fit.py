@@ -18,17 +18,19 @@ Pock, "A bilevel optimization approach for parameter learning in variational mod
 Imaging Sci. 6(2), 2013.
 
 Each outer step is one jitted call over the whole batch (``vmap`` of the lower-level solves,
-their gradient and the optax update). Each lower-level solve is warm-started from the previous
-step's (the weights change only a little between steps): from its whole solver state where that
-is valid for a new weight (ADMM; PDHG with a scalar weight), otherwise from its image. The loop over outer steps is a Python
-loop with an optional ``tqdm`` progress bar; it stops early, with a :class:`TuningWarning`, on a
-zero gradient (``make_problem`` ignores ``theta``) or a non-finite loss, and warns when
-lower-level solves stopped at ``max_iters`` (their gradients are then less accurate).
+their gradient and the optax update), run by the library's one training loop,
+:func:`invjax.learned.train` (its ``state`` carries the solver states from step to step, its
+``callback`` records the history and applies the stopping rules below). Each lower-level solve is
+warm-started from the previous step's (the weights change only a little between steps): from its
+whole solver state where that is valid for a new weight (ADMM; PDHG with a scalar weight),
+otherwise from its image. The run shows an optional ``tqdm`` progress bar; it stops early, with a
+:class:`TuningWarning`, on a zero gradient (``make_problem`` ignores ``theta``) or a non-finite
+loss, and warns when lower-level solves stopped at ``max_iters`` (their gradients are then less
+accurate).
 """
 
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from typing import Any, Callable, NamedTuple
@@ -208,57 +210,69 @@ def fit(
         raise ValueError(f"{who}: `tol` must be a number >= 0, got {tol!r}")
 
     params = jax.tree_util.tree_map(jnp.log, theta0)
-    opt_state = optimizer.init(params)
     batch = x_true.shape[0]
     if warm_start == "state":
         carry = _initial_states(make_problem, solver, theta0, y)
     elif warm_start == "x":
         carry = jnp.zeros((batch,) + in_shape, problem.op.dtype)
     else:
-        carry = None
-    step_fn = functools.partial(_step, make_problem, solver, optimizer, loss, warm_start)
+        carry = jnp.zeros((), rdt)  # nothing to carry (the loop's state slot must hold a pytree)
 
+    # the outer loop is the library's one training loop (learned.train): jitted optax step, the
+    # lower-level solver states carried from step to step as its `state`, this callback recording
+    # each step and applying fit's stopping rules
     record = {"loss": [], "weight": [], "grad_norm": [], "iterations": [], "converged": [], "seconds": []}
-    bar = _progress(steps, progress)
-    try:
-        for _ in bar:
-            start = time.perf_counter()
-            new_params, new_opt, new_carry, value, gnorm, iters, conv = step_fn(params, opt_state, carry, x_true, y)
-            value, gnorm = float(value), float(gnorm)
-            record["seconds"].append(time.perf_counter() - start)
-            record["loss"].append(value)
-            record["weight"].append(jax.tree_util.tree_map(lambda p: np.exp(np.asarray(p)), params))
-            record["grad_norm"].append(gnorm)
-            record["iterations"].append(np.asarray(iters))
-            record["converged"].append(np.asarray(conv))
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{value:.4g}", iters=f"{np.mean(iters):.0f}", conv=f"{np.mean(conv):.0%}")
-            if not (np.isfinite(value) and np.isfinite(gnorm)):
-                warnings.warn(
-                    f"{who}: the loss or its gradient is not finite at step {len(record['loss'])} "
-                    f"(loss {value}, gradient norm {gnorm}); stopping with the last finite weight",
-                    TuningWarning,
-                    stacklevel=2,
-                )
-                break
-            if gnorm == 0.0:
-                warnings.warn(
-                    f"{who}: the gradient with respect to the weights is exactly zero (does `make_problem` "
-                    "use `theta`?); stopping",
-                    TuningWarning,
-                    stacklevel=2,
-                )
-                break
-            moved = max(
-                (float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(params))),
-                default=0.0,
+    last = {"params": params, "final": params, "time": time.perf_counter()}
+
+    def callback(step, new_params, value, grad_norm, aux):
+        iters, conv = aux
+        value, gnorm = float(value), float(grad_norm)
+        now = time.perf_counter()
+        record["seconds"].append(now - last["time"])
+        last["time"] = now
+        record["loss"].append(value)
+        record["weight"].append(jax.tree_util.tree_map(lambda p: np.exp(np.asarray(p)), last["params"]))
+        record["grad_norm"].append(gnorm)
+        record["iterations"].append(np.asarray(iters))
+        record["converged"].append(np.asarray(conv))
+        if not (np.isfinite(value) and np.isfinite(gnorm)):
+            warnings.warn(
+                f"{who}: the loss or its gradient is not finite at step {len(record['loss'])} "
+                f"(loss {value}, gradient norm {gnorm}); stopping with the last finite weight",
+                TuningWarning,
+                stacklevel=4,
             )
-            params, opt_state, carry = new_params, new_opt, new_carry if warm_start else carry
-            if tol > 0 and moved <= tol:
-                break
-    finally:
-        if hasattr(bar, "close"):
-            bar.close()
+            return True
+        if gnorm == 0.0:
+            warnings.warn(
+                f"{who}: the gradient with respect to the weights is exactly zero (does `make_problem` "
+                "use `theta`?); stopping",
+                TuningWarning,
+                stacklevel=4,
+            )
+            return True
+        moved = max(
+            (float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(last["params"]))),
+            default=0.0,
+        )
+        last["params"] = last["final"] = new_params
+        return tol > 0 and moved <= tol
+
+    from ..learned.training.loop import train
+
+    train(
+        params,
+        _Objective(make_problem, solver, loss, warm_start),
+        lambda key, step: (x_true, y),
+        optimizer,
+        steps,
+        key=jax.random.key(0),
+        checkpoint_every=steps,
+        progress=progress,
+        state=carry,
+        callback=callback,
+    )
+    params = last["final"]
 
     history = _history(record, theta0, batch)
     unconverged = int(np.sum(~history.converged))
@@ -334,41 +348,37 @@ def _initial_states(make_problem, solver, theta, y):
     return jax.vmap(one)(y)
 
 
-# module level, with the callables as static arguments: a second fit with the same
-# make_problem, solver, optimizer and loss reuses the compiled step
-@eqx.filter_jit
-def _step(make_problem, solver, optimizer, loss, warm_start, params, opt_state, carry, x_true, y):
-    def objective(params):
+class _Objective(eqx.Module):
+    """The upper-level loss of :func:`fit` as :func:`~invjax.learned.train` takes it:
+    ``(params, (x_true, y), key, carry) -> (mean loss, (new carry, (iterations, converged)))``.
+    A module of static callables: a second fit with the same make_problem, solver and loss
+    reuses the compiled step."""
+
+    make_problem: Callable
+    solver: IterativeSolver
+    loss: Callable
+    warm_start: Any
+
+    def __call__(self, params, batch, key, carry):
+        x_true, y = batch
         theta = jax.tree_util.tree_map(jnp.exp, params)
 
         def one(xt, yi, c):
-            problem = make_problem(theta, yi)
-            if warm_start == "state":
-                sol = solve(problem, solver, warm_start=c)
+            problem = self.make_problem(theta, yi)
+            if self.warm_start == "state":
+                sol = solve(problem, self.solver, warm_start=c)
+            elif self.warm_start == "x":
+                sol = solve(problem, self.solver, x0=c)
             else:
-                sol = solve(problem, solver, x0=c)
-            return loss(sol.x, xt), sol
+                sol = solve(problem, self.solver)
+            return self.loss(sol.x, xt), sol
 
-        values, sols = jax.vmap(one)(x_true, y, carry)
-        return jnp.mean(values), sols
-
-    (value, sols), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    new_carry = sols.state if warm_start == "state" else jax.lax.stop_gradient(sols.x)
-    gnorm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grads)))
-    return params, opt_state, new_carry, value, gnorm, sols.stats.iterations, sols.stats.converged
-
-
-def _progress(steps, progress):
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            pass
+        if self.warm_start:
+            values, sols = jax.vmap(one)(x_true, y, carry)
+            carry = sols.state if self.warm_start == "state" else jax.lax.stop_gradient(sols.x)
         else:
-            return tqdm(range(steps), desc="tuning.fit", leave=False)
-    return range(steps)
+            values, sols = jax.vmap(lambda xt, yi: one(xt, yi, None))(x_true, y)
+        return jnp.mean(values), (carry, (sols.stats.iterations, sols.stats.converged))
 
 
 def _history(record, theta0, batch):

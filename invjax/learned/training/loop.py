@@ -191,14 +191,20 @@ def _sharding():
 
 
 @eqx.filter_jit
-def _step(model, opt_state, batch, key, loss, optimizer, replicated):
-    value, grads = eqx.filter_value_and_grad(loss)(model, batch, key)
+def _step(model, opt_state, batch, key, loss, optimizer, replicated, state=None, stateful=False):
+    if stateful:
+        (value, (state, aux)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(model, batch, key, state)
+        state = jax.lax.stop_gradient(state)
+    else:
+        value, grads = eqx.filter_value_and_grad(loss)(model, batch, key)
+        aux = None
     params = eqx.filter(model, eqx.is_inexact_array)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     model = eqx.apply_updates(model, updates)
     # keep the parameters replicated (the gradient is already reduced over the batch shards)
     model, opt_state = eqx.filter_shard((model, opt_state), replicated)
-    return model, opt_state, value
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.abs(g) ** 2) for g in jax.tree_util.tree_leaves(grads)))
+    return model, opt_state, value, state, aux, grad_norm
 
 
 def train(
@@ -215,6 +221,8 @@ def train(
     validate_every: int | None = None,
     progress: bool = True,
     config: dict | None = None,
+    state: Any = None,
+    callback: Callable[..., bool | None] | None = None,
 ):
     """Train ``model`` for ``steps`` optimisation steps; resumable (see the module docstring).
 
@@ -249,6 +257,15 @@ def train(
             ...), stored in the checkpoint. Resuming from a checkpoint whose ``config`` differs
             raises ``ValueError`` naming the differing fields, so that a changed setting never
             silently returns the old run (use another ``checkpoint_dir`` or delete it).
+        state: a pytree carried from step to step outside the gradient (default ``None``: none).
+            Given, the loss is ``loss(model, batch, key, state) -> (value, (new_state, aux))``
+            and ``new_state`` (with its gradient stopped) is the next step's ``state``: e.g. the
+            lower-level solver states that warm-start :func:`invjax.tuning.fit`'s solves. It is
+            not checkpointed (a resumed run starts from the ``state`` given).
+        callback: ``callback(step, model, value, grad_norm, aux) -> bool | None``, called after
+            each step's update with the step's index, the updated model, the loss (at the model
+            before the update), the gradient's Euclidean norm and ``aux`` (``None`` without
+            ``state``); returning ``True`` stops the run after that step (default: none).
 
     Returns:
         ``(model, history)``: the trained model and a :class:`History`.
@@ -275,6 +292,9 @@ def train(
         raise TypeError(f"train: `optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}")
     if not callable(loss) or not callable(data):
         raise TypeError("train: `loss` and `data` must be callables (see the docstring for their signatures)")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"train: `callback` must be a callable or None, got {type(callback).__name__}")
+    stateful = state is not None
 
     n_dev, batch_sharding, replicated = _sharding()
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
@@ -342,13 +362,16 @@ def train(
         for step in range(start, steps):
             data_key, loss_key = jax.random.split(jax.random.fold_in(key, step))
             batch = shard(data(data_key, step))
-            model, opt_state, value = _step(model, opt_state, batch, loss_key, loss, optimizer, replicated)
+            model, opt_state, value, state, aux, grad_norm = _step(
+                model, opt_state, batch, loss_key, loss, optimizer, replicated, state, stateful
+            )
             losses.append(float(value))
             done = step + 1
+            stop = callback is not None and bool(callback(step, model, value, grad_norm, aux))
             if validate is not None and (done % validate_every == 0 or done == steps):
                 val_steps.append(done)
                 val_values.append(float(validate(model)))
-            if done % checkpoint_every == 0 or done == steps:
+            if done % checkpoint_every == 0 or done == steps or stop:
                 save(done)
             if bar is not None:
                 post = {"loss": f"{losses[-1]:.4g}"}
@@ -356,6 +379,8 @@ def train(
                     post["val"] = f"{val_values[-1]:.4g}"
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
+            if stop:
+                break
     finally:
         if bar is not None:
             bar.close()
