@@ -7,7 +7,7 @@ boundary, so ADMM's x-step is the FFT-preconditioned conjugate gradient):
 
 * the grid oracle of the first held-out tile: 40 log-spaced weights in [1e-5, 1e-1], each
   solved by ``ADMM(max_iters=3000, tol=1e-5)``, best PSNR;
-* ``tuning.sure`` (default search: 9-point grid over [1e-6, 1e2] and 10 golden-section steps)
+* ``tuning.sure`` (default search: 8-point grid over [1e-6, 1e2] and 6 zoom rounds)
   with ``ADMM()`` at its defaults and with ``ADMM(max_iters=300, tol=1e-5)``: the chosen weight,
   its PSNR (solved as the oracle's), the gap, the warm time (the compiled program's second run)
   and whether the solve at the chosen weight converged;
@@ -179,13 +179,11 @@ def _sure_child(quick, label):
         return ij.Problem(A, y, tv, w)
 
     y, sigma, key, solver = P["y_test"][0], float(P["sigma_test"][0]), jax.random.PRNGKey(3), ij.solvers.ADMM()
-    try:  # the current call form (RuleResult), else the older one (solver positional, return_info)
-        f = jax.jit(lambda y: ij.tuning.sure(make, y, sigma, key, solver=solver))
-        jax.eval_shape(f, y)
-        weight = lambda r: r.weight  # noqa: E731
-    except TypeError:
-        f = jax.jit(lambda y: ij.tuning.sure(make, y, sigma, key, solver, return_info=True))
-        weight = lambda r: r[0]  # noqa: E731
+    # (solver= as a keyword runs in the older revisions too; they returned the weight alone)
+    f = jax.jit(lambda y: ij.tuning.sure(make, y, sigma, key, solver=solver))
+
+    def weight(r):
+        return r.weight if hasattr(r, "weight") else r
     t0 = time.perf_counter()
     jax.block_until_ready(f(y))
     first = time.perf_counter() - t0

@@ -117,7 +117,7 @@ def sure(
     weights: Float[Array, " G"] | None = None,
     bounds: tuple[float, float] = (1e-6, 1e2),
     grid_points: int = 8,
-    refine: int = 10,
+    refine: int = 6,
     batch: int = 1,
     weighting: Callable | None = None,
     probes: int = 1,
@@ -142,12 +142,15 @@ def sure(
             log-spaced over ``bounds``).
         bounds: search interval ``(low, high)`` of the default grid (default ``(1e-6, 1e2)``).
         grid_points: size of the default grid (default 8, >= 3).
-        refine: zoom rounds after the grid (default 10; 0 keeps the best grid weight): each
-            solves ``batch`` new weights inside the two cells around the best so far (split
-            between them, evenly; with ``batch=1`` the midpoint of the larger cell).
+        refine: zoom rounds after the grid (default 6; 0 keeps the best grid weight). With
+            ``batch=1`` each solves the vertex of the parabola through the best weight and its
+            two neighbours (in ``log`` weight, safeguarded inside the bracket; the midpoint of
+            the larger cell where there is none); with ``batch > 1`` it splits ``batch`` new
+            weights evenly between the two cells around the best so far.
         batch: weights solved at once (vmapped; default 1): the grid runs in
             ``ceil(G / batch)`` steps, each zoom round in one. Every step starts its solves
-            from the previous step's solutions (grid) or the best weight's (zoom). On a CPU a
+            from the solver states of the previous step (grid) or of the best weight (zoom):
+            images for unrolled solvers. On a CPU a
             vmapped solve stopped by ``tol`` runs every member as long as the slowest, so 1 is
             fastest there; a larger batch pays for fixed iteration counts (``tol=0``) and on
             accelerators.
