@@ -49,6 +49,7 @@ dtype of ``v``; parameters are cast to its precision.
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import equinox as eqx
@@ -73,12 +74,13 @@ class Functional(eqx.Module):
     indicator: ClassVar[bool] = False
     differentiable: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def __call__(self, x: jax.Array) -> jax.Array:
-        raise NotImplementedError
+        """The value ``f(x)``: a real scalar of the precision of ``x`` (``+inf`` off the domain)."""
 
+    @abc.abstractmethod
     def prox(self, v: jax.Array, step) -> jax.Array:
         r"""``argmin_x step * f(x) + ||x - v||^2 / 2``, same shape and dtype as ``v``."""
-        raise NotImplementedError
 
     def prox_conj(self, v: jax.Array, step) -> jax.Array:
         r"""Prox of the convex conjugate: ``argmin_u step * f^*(u) + ||u - v||^2 / 2``.

@@ -11,6 +11,8 @@ Subclasses implement ``mv(x)`` (the forward map on one unbatched input) and may 
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import math
 from typing import Any
 
@@ -67,12 +69,21 @@ class LinearOperator(eqx.Module):
     (conjugate transpose for complex operators), ``A.T.T is A``.
     """
 
-    # Subclasses provide ``in_shape`` and ``out_shape`` as static fields or properties.
+    # Subclasses provide ``in_shape`` and ``out_shape`` as static fields or properties, and
+    # ``mv``; a subclass without them fails at construction (TypeError).
+    def __check_init__(self):
+        missing = [name for name in ("in_shape", "out_shape") if not hasattr(type(self), name)
+                   and name not in {f.name for f in dataclasses.fields(self)}]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__}: a LinearOperator must define {' and '.join(missing)} "
+                "(a static field or a property)"
+            )
 
     # ---- to implement ---------------------------------------------------------------------
+    @abc.abstractmethod
     def mv(self, x: jax.Array) -> jax.Array:
         """Forward map on one input of shape ``in_shape`` (no validation)."""
-        raise NotImplementedError
 
     def rmv(self, y: jax.Array) -> jax.Array:
         """Adjoint map on one input of shape ``out_shape`` (no validation).

@@ -146,3 +146,38 @@ def test_fidelity_data_helpers():
     np.testing.assert_allclose(p.data, y)
     assert float(p.background) == 0.5 and p.normalized is False
     assert float(F.PoissonLikelihood(y, background=0.5)(y - 0.5)) == pytest.approx(0.0, abs=1e-6)
+
+
+# ---- the abstract base: a subclass that forgets its value or prox fails at construction -------
+
+
+def test_functional_without_prox_fails_at_construction():
+    class ValueOnly(F.Functional):
+        def __call__(self, x):
+            return jnp.sum(jnp.abs(x))
+
+    with pytest.raises(TypeError, match="abstract method.*prox"):
+        ValueOnly()
+
+
+def test_functional_without_value_fails_at_construction():
+    class ProxOnly(F.Functional):
+        def prox(self, v, step):
+            return v
+
+    with pytest.raises(TypeError, match="abstract method.*__call__"):
+        ProxOnly()
+
+
+def test_minimal_functional_inherits_prox_conj_by_moreau():
+    """value and prox are all a subclass must write; prox_conj of |x| is the clip to [-1, 1]."""
+
+    class Abs(F.Functional):
+        def __call__(self, x):
+            return jnp.sum(jnp.abs(x))
+
+        def prox(self, v, step):
+            return jnp.sign(v) * jnp.maximum(jnp.abs(v) - step, 0)
+
+    v = jnp.array([-3.0, -0.5, 0.2, 2.0])
+    np.testing.assert_allclose(Abs().prox_conj(v, 0.7), np.clip(np.asarray(v), -1, 1), rtol=1e-6)

@@ -178,3 +178,47 @@ def test_identity_takes_a_dtype(x64):
     z = jnp.ones((3, 4), jnp.complex64) * (1 + 2j)
     np.testing.assert_array_equal(cplx(z), z)
     np.testing.assert_array_equal(cplx.gram_diagonal(), np.ones((3, 4)))
+
+
+# ---- the abstract base: a subclass that forgets mv or its shapes fails at construction ------
+
+
+def test_linear_operator_without_mv_fails_at_construction():
+    from invjax.operators import LinearOperator
+
+    class NoForward(LinearOperator):
+        in_shape = (3,)
+        out_shape = (3,)
+
+    with pytest.raises(TypeError, match="abstract method.*mv"):
+        NoForward()
+
+
+def test_linear_operator_without_shapes_fails_at_construction():
+    from invjax.operators import LinearOperator
+
+    class NoShapes(LinearOperator):
+        def mv(self, x):
+            return 2 * x
+
+    with pytest.raises(TypeError, match="must define in_shape and out_shape"):
+        NoShapes()
+
+
+def test_minimal_linear_operator_gets_its_adjoint_from_mv():
+    """mv and the shapes are all a subclass must write: the adjoint is derived exactly."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from invjax.operators import LinearOperator, check_adjoint
+
+    class Reverse(LinearOperator):
+        in_shape: tuple = eqx.field(static=True, default=(4,))
+        out_shape: tuple = eqx.field(static=True, default=(4,))
+
+        def mv(self, x):
+            return 3.0 * x[::-1]
+
+    A = Reverse()
+    np.testing.assert_allclose(A.T(jnp.arange(4.0)), [9.0, 6.0, 3.0, 0.0])
+    assert float(check_adjoint(A)) < 1e-6
