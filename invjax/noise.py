@@ -17,11 +17,9 @@ checked at once (``ValueError``), a JAX array on device with :func:`equinox.erro
 Example:
     >>> import jax, jax.numpy as jnp
     >>> import invjax as ij
-    >>> key = jax.random.key(0)
-    >>> y = jnp.ones((64, 64))
-    >>> z = ij.noise.gaussian(key, y, sigma=0.1)              # y + 0.1 * N(0, 1)
-    >>> c = ij.noise.poisson(key, y, photons=1000.0)          # Poisson(1000 y) / 1000
-    >>> w = ij.noise.poisson_gaussian(key, y, 1000.0, 0.01)   # both
+    >>> z = ij.noise.gaussian(jax.random.key(0), jnp.ones((64, 64)), sigma=0.1)   # y + 0.1 N(0, I)
+    >>> z.shape, z.dtype
+    ((64, 64), dtype('float32'))
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Inexact, Num, PRNGKeyArray, Real
 
 __all__ = ["gaussian", "poisson", "poisson_gaussian"]
 
@@ -100,7 +99,9 @@ def _level(value, name: str, who: str, y: jax.Array, *, positive: bool) -> jax.A
     return value
 
 
-def gaussian(key, y, sigma) -> jax.Array:
+def gaussian(
+    key: PRNGKeyArray, y: Num[ArrayLike, "*shape"], sigma: Real[ArrayLike, "*#shape"]
+) -> Inexact[Array, "*shape"]:
     r"""Add white Gaussian noise: :math:`z = y + \sigma\, n`, :math:`n \sim \mathcal N(0, I)`.
 
     For complex ``y`` the noise is circularly-symmetric complex Gaussian,
@@ -111,14 +112,26 @@ def gaussian(key, y, sigma) -> jax.Array:
 
     Differentiable in ``y`` (the Jacobian is the identity) and in ``sigma``.
 
-    Args:
+    Arguments:
         key: a ``jax.random`` key.
         y: the clean signal, any shape, real or complex.
         sigma: the noise standard deviation, ``>= 0``; a scalar or an array that broadcasts
             to ``y.shape`` (e.g. per-pixel).
 
     Returns:
-        The noisy signal, shape and dtype of ``y``.
+        The noisy signal, shape and dtype of ``y`` (integers promote to the default float).
+
+    Raises:
+        ValueError: if ``sigma`` is negative, not finite or does not broadcast to ``y``, or
+            ``y`` (NumPy or Python data) is not finite; a JAX ``y`` is checked on device
+            (``EquinoxRuntimeError``).
+        TypeError: if ``sigma`` is complex.
+
+    Example:
+        >>> y = jnp.zeros(100_000)
+        >>> z = ij.noise.gaussian(jax.random.key(0), y, sigma=0.1)
+        >>> print(f"{z.std():.2f}")
+        0.10
     """
     who = "noise.gaussian"
     y = _signal(y, who, real=False, nonnegative=False)
@@ -132,7 +145,9 @@ def _gaussian(key, y: jax.Array, sigma: jax.Array) -> jax.Array:
     return y + sigma * noise
 
 
-def poisson(key, y, photons) -> jax.Array:
+def poisson(
+    key: PRNGKeyArray, y: Real[ArrayLike, "*shape"], photons: Real[ArrayLike, "*#shape"]
+) -> Float[Array, "*shape"]:
     r"""Poisson (photon-counting) noise on the scale of ``y``.
 
     .. math::
@@ -149,7 +164,7 @@ def poisson(key, y, photons) -> jax.Array:
     ``jax.grad`` through this function gives a zero gradient with respect to ``y`` and
     ``photons``.
 
-    Args:
+    Arguments:
         key: a ``jax.random`` key.
         y: the clean, nonnegative, real signal, any shape.
         photons: the expected number of counts for a pixel of value 1, ``> 0``; a scalar or an
@@ -157,6 +172,17 @@ def poisson(key, y, photons) -> jax.Array:
 
     Returns:
         The noisy signal ``counts / photons``, shape and dtype of ``y``.
+
+    Raises:
+        ValueError: if ``photons`` is not positive and finite or does not broadcast to ``y``,
+            or ``y`` (NumPy or Python data) is negative or not finite; a JAX ``y`` is checked
+            on device (``EquinoxRuntimeError``).
+        TypeError: if ``y`` or ``photons`` is complex.
+
+    Example:
+        >>> z = ij.noise.poisson(jax.random.key(0), jnp.full(4, 0.5), photons=10.0)
+        >>> bool(jnp.all(z * 10 == jnp.round(z * 10)))       # whole counts over 10
+        True
     """
     who = "noise.poisson"
     y = _signal(y, who, real=True, nonnegative=True)
@@ -173,7 +199,12 @@ def _poisson(key, y: jax.Array, photons: jax.Array) -> jax.Array:
     return counts.astype(y.dtype) / photons
 
 
-def poisson_gaussian(key, y, photons, sigma) -> jax.Array:
+def poisson_gaussian(
+    key: PRNGKeyArray,
+    y: Real[ArrayLike, "*shape"],
+    photons: Real[ArrayLike, "*#shape"],
+    sigma: Real[ArrayLike, "*#shape"],
+) -> Float[Array, "*shape"]:
     r"""Poisson–Gaussian noise: photon counting plus additive Gaussian read-out noise.
 
     .. math::
@@ -185,14 +216,26 @@ def poisson_gaussian(key, y, photons, sigma) -> jax.Array:
     the counts). Differentiable in ``sigma``; the Poisson part has zero gradient (see
     :func:`poisson`).
 
-    Args:
+    Arguments:
         key: a ``jax.random`` key; split internally for the two parts.
         y: the clean, nonnegative, real signal, any shape.
-        photons: the expected number of counts for a pixel of value 1, ``> 0``.
-        sigma: the Gaussian standard deviation, ``>= 0``.
+        photons: the expected number of counts for a pixel of value 1, ``> 0``; a scalar or an
+            array that broadcasts to ``y.shape``.
+        sigma: the Gaussian standard deviation, ``>= 0``, on the scale of ``y``; a scalar or
+            an array that broadcasts to ``y.shape``.
 
     Returns:
         The noisy signal, shape and dtype of ``y``.
+
+    Raises:
+        ValueError: as :func:`poisson` and :func:`gaussian`, for ``y``, ``photons`` and
+            ``sigma``.
+        TypeError: if an argument is complex.
+
+    Example:
+        >>> z = ij.noise.poisson_gaussian(jax.random.key(0), jnp.ones((8, 8)), 1000.0, 0.01)
+        >>> z.shape
+        (8, 8)
     """
     who = "noise.poisson_gaussian"
     y = _signal(y, who, real=True, nonnegative=True)

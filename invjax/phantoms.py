@@ -31,6 +31,7 @@ import gzip
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
 __all__ = [
     "camera",
@@ -114,13 +115,24 @@ def _render_jit(n: int, params: jax.Array, supersample: int, dtype) -> jax.Array
     return fine.reshape(n, supersample, n, supersample).mean(axis=(1, 3))
 
 
-def ellipse(n: int, intensity, a, b, x0, y0, phi, *, supersample: int = 1, dtype=None):
+def ellipse(
+    n: int,
+    intensity: Real[ArrayLike, ""],
+    a: Real[ArrayLike, ""],
+    b: Real[ArrayLike, ""],
+    x0: Real[ArrayLike, ""],
+    y0: Real[ArrayLike, ""],
+    phi: Real[ArrayLike, ""],
+    *,
+    supersample: int = 1,
+    dtype=None,
+) -> Float[Array, "n n"]:
     """Rasterise one ellipse: ``intensity`` inside, 0 outside, on an ``n × n`` grid.
 
     See the module docstring for the coordinate convention. Parameters may be traced
     (inside ``jax.jit`` / ``jax.vmap``); ``n`` and ``supersample`` must be static ints.
 
-    Args:
+    Arguments:
         n: image side, pixels.
         intensity: the value inside the ellipse.
         a: semi-axis along the direction ``phi``.
@@ -133,7 +145,23 @@ def ellipse(n: int, intensity, a, b, x0, y0, phi, *, supersample: int = 1, dtype
         dtype: real float dtype; default float32 (float64 under ``jax_enable_x64``).
 
     Returns:
-        Array ``(n, n)``.
+        Array ``(n, n)`` of ``dtype``.
+
+    Raises:
+        ValueError: if ``n`` or ``supersample`` is not a positive int, or ``dtype`` is not a
+            real floating dtype.
+
+    Example:
+        >>> disc = ij.phantoms.ellipse(8, 1.0, 0.5, 0.5, 0.0, 0.0, 0.0)
+        >>> print(disc.astype(int))
+        [[0 0 0 0 0 0 0 0]
+         [0 0 0 0 0 0 0 0]
+         [0 0 0 1 1 0 0 0]
+         [0 0 1 1 1 1 0 0]
+         [0 0 1 1 1 1 0 0]
+         [0 0 0 1 1 0 0 0]
+         [0 0 0 0 0 0 0 0]
+         [0 0 0 0 0 0 0 0]]
     """
     n, dtype = _check_size(n), _dtype(dtype)
     params = jnp.stack([jnp.asarray(p, dtype) for p in (intensity, a, b, x0, y0, phi)])
@@ -149,8 +177,16 @@ def shepp_logan_ellipses(modified: bool = True) -> np.ndarray:
     (1988, Table 3.1); intensities 2, -0.98, -0.02, ... (original, values in ``[0, 2]``) or
     Toft's (1996) modified 1, -0.8, -0.2, ... (values in ``[0, 1]``).
 
-    Args:
+    Arguments:
         modified: Toft's higher-contrast intensities (default) or the original ones.
+
+    Returns:
+        NumPy float64 array ``(10, 6)``.
+
+    Example:
+        >>> E = ij.phantoms.shepp_logan_ellipses()
+        >>> E.shape, E[:2, 0].tolist()
+        ((10, 6), [1.0, -0.8])
     """
     intensity = _MODIFIED_INTENSITY if modified else _SHEPP_LOGAN_INTENSITY
     geometry = np.array(_SHEPP_LOGAN_GEOMETRY, dtype=np.float64)
@@ -158,7 +194,7 @@ def shepp_logan_ellipses(modified: bool = True) -> np.ndarray:
     return np.column_stack([np.array(intensity, dtype=np.float64), geometry])
 
 
-def shepp_logan(n: int, modified: bool = True, dtype=None, *, supersample: int = 1):
+def shepp_logan(n: int, modified: bool = True, dtype=None, *, supersample: int = 1) -> Float[Array, "n n"]:
     """The Shepp–Logan head phantom rasterised at ``n × n``.
 
     The sum of the ellipses of :func:`shepp_logan_ellipses`, clipped below at 0 (only to
@@ -166,24 +202,32 @@ def shepp_logan(n: int, modified: bool = True, dtype=None, *, supersample: int =
     modified phantom and ``[0, 2]`` for the original (whose brain tissue is 1.0–1.03).
     ``skimage.data.shepp_logan_phantom()`` is the modified phantom at 400 × 400.
 
-    Args:
+    Arguments:
         n: image side, pixels (static).
         modified: Toft's high-contrast version (default) or the original of Shepp & Logan.
         dtype: real float dtype; default float32 (float64 under ``jax_enable_x64``).
         supersample: point samples per pixel per axis, averaged (anti-aliasing). Default 1.
 
     Returns:
-        Array ``(n, n)``.
+        Array ``(n, n)`` of ``dtype``.
+
+    Raises:
+        ValueError: if ``n`` or ``supersample`` is not a positive int, or ``dtype`` is not a
+            real floating dtype.
 
     Example:
         >>> x = ij.phantoms.shepp_logan(128, supersample=4)
+        >>> x.shape, x.dtype, float(x.min()), float(x.max())
+        ((128, 128), dtype('float32'), 0.0, 1.0)
     """
     n, dtype = _check_size(n), _dtype(dtype)
     image = _render(n, shepp_logan_ellipses(modified), supersample, dtype)
     return jnp.maximum(image, 0)
 
 
-def radon_ellipses(ellipses, angles, offsets) -> jax.Array:
+def radon_ellipses(
+    ellipses: Real[ArrayLike, "K 6"], angles: Real[ArrayLike, " A"], offsets: Real[ArrayLike, " S"]
+) -> Float[Array, "A S"]:
     r"""Exact parallel-beam line integrals of a sum of ellipses.
 
     The line at angle :math:`\theta` and signed offset :math:`s` is
@@ -199,7 +243,7 @@ def radon_ellipses(ellipses, angles, offsets) -> jax.Array:
     (Kak & Slaney 1988, eq. 3.44), in units where the image domain has side 2; multiply by
     the pixel size's reciprocal ``n / 2`` to compare with a projector that sums pixels.
 
-    Args:
+    Arguments:
         ellipses: ``(K, 6)`` rows ``(intensity, a, b, x0, y0, phi)``, e.g.
             :func:`shepp_logan_ellipses`.
         angles: ``(A,)`` projection angles :math:`\theta`, radians.
@@ -207,6 +251,12 @@ def radon_ellipses(ellipses, angles, offsets) -> jax.Array:
 
     Returns:
         Sinogram ``(A, S)`` in the default float dtype, or the dtype of ``angles`` if float.
+
+    Example:
+        >>> disc = jnp.array([[1.0, 0.5, 0.5, 0.0, 0.0, 0.0]])       # radius 0.5
+        >>> p = ij.phantoms.radon_ellipses(disc, jnp.zeros(1), jnp.array([0.0, 0.3, 0.6]))
+        >>> jnp.round(p, 3)                                           # 2 sqrt(0.25 - s^2)
+        Array([[1. , 0.8, 0. ]], dtype=float32)
     """
     angles = jnp.asarray(angles)
     dtype = angles.dtype if jnp.issubdtype(angles.dtype, jnp.floating) else jnp.result_type(float)
@@ -269,7 +319,7 @@ def _random_ellipses(key, n, batch, mean_ellipses, max_ellipses, interior, super
 
 
 def random_ellipses(
-    key,
+    key: PRNGKeyArray,
     n: int,
     batch: int,
     *,
@@ -278,7 +328,7 @@ def random_ellipses(
     interior: bool = False,
     supersample: int = 1,
     dtype=None,
-) -> jax.Array:
+) -> Float[Array, "batch n n"]:
     r"""Random-ellipse phantoms, the synthetic training set of learned CT methods.
 
     Each image sums :math:`K \sim \operatorname{Poisson}(\lambda)` ellipses (capped at
@@ -298,7 +348,7 @@ def random_ellipses(
     A pure function of ``key``; compiled once per static setting (``n``, ``batch``, the
     keywords), so calling it repeatedly, or inside ``jax.jit``, is cheap.
 
-    Args:
+    Arguments:
         key: a ``jax.random`` key.
         n: image side, pixels (static).
         batch: number of images (static).
@@ -311,10 +361,16 @@ def random_ellipses(
         dtype: real float dtype; default float32 (float64 under ``jax_enable_x64``).
 
     Returns:
-        Array ``(batch, n, n)`` with values in ``[0, 1]``.
+        Array ``(batch, n, n)`` of ``dtype`` with values in ``[0, 1]``.
+
+    Raises:
+        ValueError: if ``n``, ``batch``, ``max_ellipses`` or ``supersample`` is not a positive
+            int, ``mean_ellipses`` is not positive, or ``dtype`` is not a real floating dtype.
 
     Example:
-        >>> x = ij.phantoms.random_ellipses(jax.random.key(0), 128, 8)
+        >>> x = ij.phantoms.random_ellipses(jax.random.key(0), 32, 4)
+        >>> x.shape, bool(x.min() >= 0), bool(x.max() <= 1)
+        ((4, 32, 32), True, True)
     """
     n, batch = _check_size(n), _check_size(batch, "batch")
     if not mean_ellipses > 0:
@@ -351,16 +407,25 @@ def _finish(image: np.ndarray, n, dtype) -> jax.Array:
     return image
 
 
-def camera(n: int | None = None, dtype=None) -> jax.Array:
+def camera(n: int | None = None, dtype=None) -> Float[Array, "h w"]:
     """The "cameraman" photograph bundled with scikit-image, grey levels in ``[0, 1]``.
 
-    Args:
+    Arguments:
         n: if given, resize the 512 × 512 original to ``n × n`` (linear interpolation,
             anti-aliased when shrinking).
         dtype: real float dtype; default float32 (float64 under ``jax_enable_x64``).
 
     Returns:
-        Array ``(512, 512)`` or ``(n, n)``.
+        Array ``(512, 512)`` or ``(n, n)`` of ``dtype``.
+
+    Raises:
+        ImportError: without scikit-image (``pip install invjax[demo]``).
+        ValueError: if ``n`` is not a positive int or ``dtype`` not a real floating dtype.
+
+    Example:
+        >>> x = ij.phantoms.camera(64)
+        >>> x.shape, float(x.min()) >= 0.0, float(x.max()) <= 1.0
+        ((64, 64), True, True)
     """
     try:
         from skimage import data
@@ -369,19 +434,28 @@ def camera(n: int | None = None, dtype=None) -> jax.Array:
     return _finish(np.asarray(data.camera()), n, dtype)
 
 
-def mri_slice(n: int | None = None, dtype=None) -> jax.Array:
+def mri_slice(n: int | None = None, dtype=None) -> Float[Array, "h w"]:
     """A sagittal MRI head slice bundled with matplotlib (``s1045.ima.gz``), in ``[0, 1]``.
 
     The file is a gzipped raw 256 × 256 image of big-endian uint16 (values 0–215: read as
     little-endian, every value would be a multiple of 256), scaled from its range onto
     ``[0, 1]``.
 
-    Args:
+    Arguments:
         n: if given, resize to ``n × n`` (linear interpolation, anti-aliased when shrinking).
         dtype: real float dtype; default float32 (float64 under ``jax_enable_x64``).
 
     Returns:
-        Array ``(256, 256)`` or ``(n, n)``.
+        Array ``(256, 256)`` or ``(n, n)`` of ``dtype``.
+
+    Raises:
+        ImportError: without matplotlib (``pip install invjax[demo]``).
+        FileNotFoundError: if matplotlib's sample file is missing from its installation.
+        ValueError: if ``n`` is not a positive int or ``dtype`` not a real floating dtype.
+
+    Example:
+        >>> ij.phantoms.mri_slice().shape
+        (256, 256)
     """
     try:
         from matplotlib import cbook

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 import time
 
@@ -147,6 +148,173 @@ def test_a_wrong_example_fails():
     report: list[str] = []
     result = doctest.DocTestRunner(optionflags=FLAGS).run(test, out=report.append)
     assert result.failed == 1 and "Expected:\n    3" in "".join(report)
+
+
+
+# ---- every public callable documents its arguments, returns and an example -------------------
+
+MY_AREAS = ("invjax.operators", "invjax.functionals", "invjax.metrics", "invjax.noise", "invjax.phantoms")
+
+# Public names of other areas (solvers, learned, tuning, sampling) whose docstrings lacked a
+# section when this test landed: non-strict expected failures, so each passes once documented.
+# Never list a name of MY_AREAS here.
+UNDOCUMENTED: dict[str, str] = {
+    "invjax.ImplicitAdjoint": "lacks Arguments:, Example:",
+    "invjax.Problem": "lacks Arguments:, Example:",
+    "invjax.Solution": "lacks Arguments:, Example:",
+    "invjax.UnrollAdjoint": "lacks Arguments:, Example:",
+    "invjax.solve": "lacks Arguments:, Returns:",
+    "invjax.solve_batch": "lacks Arguments:, Example:",
+    "invjax.demo.run_demo": "lacks Arguments:, Example:",
+    "invjax.learned.ConvexRidge": "lacks Arguments:",
+    "invjax.learned.DEQ": "lacks Arguments:",
+    "invjax.learned.DEQStats": "lacks Arguments:, Example:",
+    "invjax.learned.DRUNet": "lacks Arguments:, Example:",
+    "invjax.learned.DenoiserPrior": "lacks Arguments:",
+    "invjax.learned.DnCNN": "lacks Arguments:",
+    "invjax.learned.FFDNet": "lacks Arguments:",
+    "invjax.learned.HQS": "lacks Arguments:, Example:",
+    "invjax.learned.History": "lacks Arguments:, Example:",
+    "invjax.learned.LearnedPrimalDual": "lacks Arguments:",
+    "invjax.learned.LinearSpline": "lacks Arguments:",
+    "invjax.learned.MoDL": "lacks Arguments:",
+    "invjax.learned.admm_contraction": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.anderson": "lacks Arguments:, Example:",
+    "invjax.learned.available": "lacks Returns:, Example:",
+    "invjax.learned.brain_slices": "lacks Arguments:",
+    "invjax.learned.coil_sensitivities": "lacks Arguments:",
+    "invjax.learned.conv_operator_norm": "lacks Arguments:, Example:",
+    "invjax.learned.denoising_loss": "lacks Arguments:, Returns:",
+    "invjax.learned.denoising_validation": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.fbs_contraction": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.hqs_contraction": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.import_weights": "lacks Arguments:",
+    "invjax.learned.load": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.load_images": "lacks Arguments:, Example:",
+    "invjax.learned.measure": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.metadata": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.patch_data": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.patches": "lacks Arguments:, Example:",
+    "invjax.learned.pretrained": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.read_state_dict": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.reconstruction_loss": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.save": "lacks Arguments:, Example:",
+    "invjax.learned.split": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.stack": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.supervised_loss": "lacks Arguments:, Returns:, Example:",
+    "invjax.learned.train": "lacks Arguments:",
+    "invjax.learned.variable_density_mask": "lacks Arguments:",
+    "invjax.solvers.ADMM": "lacks Arguments:, Example:",
+    "invjax.solvers.AbstractAdjoint": "lacks Arguments:, Example:",
+    "invjax.solvers.CG": "lacks Arguments:",
+    "invjax.solvers.Dual": "lacks Arguments:, Example:",
+    "invjax.solvers.FISTA": "lacks Arguments:, Example:",
+    "invjax.solvers.IterativeSolver": "lacks Arguments:, Example:",
+    "invjax.solvers.Landweber": "lacks Arguments:, Example:",
+    "invjax.solvers.PDHG": "lacks Arguments:, Example:",
+    "invjax.solvers.Stats": "lacks Arguments:, Example:",
+    "invjax.solvers.Term": "lacks Arguments:, Example:",
+    "invjax.tuning.FitHistory": "lacks Arguments:, Example:",
+    "invjax.tuning.FitResult": "lacks Arguments:, Example:",
+    "invjax.tuning.GridResult": "lacks Arguments:, Example:",
+    "invjax.tuning.RegularizedInverse": "lacks Arguments:, Example:",
+    "invjax.tuning.RuleInfo": "lacks Arguments:, Example:",
+    "invjax.tuning.SecantState": "lacks Arguments:, Example:",
+    "invjax.tuning.SureGrid": "lacks Arguments:, Example:",
+    "invjax.tuning.TuningWarning": "lacks Example:",
+    "invjax.tuning.discrepancy": "lacks Arguments:",
+    "invjax.tuning.fit": "lacks Arguments:",
+    "invjax.tuning.gcv": "lacks Arguments:",
+    "invjax.tuning.gcv_score": "lacks Arguments:, Returns:, Example:",
+    "invjax.tuning.grid": "lacks Arguments:",
+    "invjax.tuning.lcurve": "lacks Arguments:, Example:",
+    "invjax.tuning.probes": "lacks Arguments:, Returns:, Example:",
+    "invjax.tuning.regularized_inverse": "lacks Arguments:, Example:",
+    "invjax.tuning.secant": "lacks Arguments:",
+    "invjax.tuning.sure": "lacks Arguments:",
+    "invjax.tuning.sure_estimate": "lacks Arguments:, Example:",
+    "invjax.tuning.sure_grid": "lacks Arguments:, Example:",
+    "invjax.tuning.sure_risk": "lacks Arguments:, Returns:, Example:",
+}
+
+
+def _public_callables() -> dict[str, object]:
+    """``{public path: object}`` over ``invjax.__all__``, every subpackage's ``__all__`` and
+    the ``__all__`` of public modules (``ij.metrics``), each object once, under the first path
+    it is reached by."""
+    packages = [invjax] + [
+        importlib.import_module(info.name)
+        for info in pkgutil.walk_packages(invjax.__path__, prefix="invjax.")
+        if info.ispkg
+    ]
+    found, seen = {}, set()
+    while packages:
+        package = packages.pop(0)
+        for name in getattr(package, "__all__", ()):
+            obj = getattr(package, name)
+            if inspect.ismodule(obj):
+                if not hasattr(obj, "__path__"):  # a public module (ij.metrics): its names too
+                    packages.append(obj)
+                continue
+            if not callable(obj) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            found[f"{package.__name__}.{name}"] = obj
+    return found
+
+
+def _has_parameters(obj) -> bool:
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return False
+    return any(p.name not in ("self", "cls") for p in signature.parameters.values())
+
+
+def missing_sections(obj) -> list[str]:
+    """The sections that ``obj``'s own docstring lacks: ``Arguments:`` (callables with
+    parameters), ``Returns:`` (functions), ``Example:`` (all)."""
+    doc = obj.__doc__ or ""
+    if inspect.isclass(obj) and "__doc__" not in vars(obj):
+        doc = ""  # an inherited docstring documents the base, not this class
+    missing = []
+    if _has_parameters(obj) and "Arguments:" not in doc:
+        missing.append("Arguments:")
+    if not inspect.isclass(obj) and "Returns:" not in doc:
+        missing.append("Returns:")
+    if "Example:" not in doc and "Examples:" not in doc:
+        missing.append("Example:")
+    return missing
+
+
+def _doc_params():
+    params = []
+    for path, obj in _public_callables().items():
+        marks = []
+        if path in UNDOCUMENTED:
+            marks.append(pytest.mark.xfail(reason=UNDOCUMENTED[path], strict=False))
+        params.append(pytest.param(path, marks=marks, id=path))
+    return params
+
+
+@pytest.mark.parametrize("path", _doc_params())
+def test_public_callable_is_documented(path):
+    missing = missing_sections(_public_callables()[path])
+    assert not missing, f"{path}: the docstring lacks {', '.join(missing)}"
+
+
+def test_undocumented_list_names_only_other_areas():
+    public = _public_callables()
+    for path in UNDOCUMENTED:
+        assert path in public, f"{path} is not public any more: remove it from UNDOCUMENTED"
+        assert not public[path].__module__.startswith(MY_AREAS), path
+
+
+def test_missing_sections_sees_a_bare_docstring():
+    def f(x):
+        """Only a summary."""
+
+    assert missing_sections(f) == ["Arguments:", "Returns:", "Example:"]
 
 
 if __name__ == "__main__":  # python tests/test_doctests.py [module ...]: CPU seconds per docstring

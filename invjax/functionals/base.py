@@ -55,19 +55,43 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Inexact, Num, Real
 
 from ..operators.base import Identity, LinearOperator
 from ._validate import as_input, as_param, check_step
 
+# The signatures of value, prox and gradient (shapes bind per call: prox keeps v's shape).
+Value = Float[Array, ""]  # a real scalar of the input's precision
+Step = Real[ArrayLike, ""]  # a real scalar step (Python float or 0-d array, may be traced)
+Input = Num[ArrayLike, "*shape"]  # real or complex; integers promote to the default float
+Output = Inexact[Array, "*shape"]
+RealInput = Real[ArrayLike, "*shape"]
+RealOutput = Float[Array, "*shape"]
+
 
 class Functional(eqx.Module):
-    """Abstract convex functional with a proximal map (see the module docstring).
+    r"""Abstract convex functional with a proximal map (see the module docstring).
+
+    A subclass implements the abstract ``__call__`` (the value) and ``prox`` (the proximal
+    map :math:`\arg\min_x s f(x) + \tfrac12\|x - v\|^2`); one that lacks either raises
+    ``TypeError`` at construction. It inherits ``prox_conj`` (Moreau), ``composite`` and
+    scaling ``c * f``.
 
     Class attributes:
         smooth: ``True`` when ``f`` is differentiable everywhere with a Lipschitz gradient
             and ``grad`` is implemented (gradient steps in FISTA apply).
         indicator: ``True`` when ``f`` is the indicator of a convex set (value 0 or
             ``+inf``; the prox is the projection and does not depend on ``step``).
+
+    Example:
+        >>> class Abs(ij.functionals.Functional):
+        ...     def __call__(self, x):
+        ...         return jnp.sum(jnp.abs(x))
+        ...     def prox(self, v, step):
+        ...         return jnp.sign(v) * jnp.maximum(jnp.abs(v) - step, 0)
+        >>> v = jnp.array([-3.0, 0.5, 2.0])
+        >>> Abs().prox(v, 1.0), Abs().prox_conj(v, 1.0)    # prox_conj: clip to [-1, 1]
+        (Array([-2.,  0.,  1.], dtype=float32), Array([-1. ,  0.5,  1. ], dtype=float32))
     """
 
     smooth: ClassVar[bool] = False
@@ -75,14 +99,14 @@ class Functional(eqx.Module):
     differentiable: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: Input) -> Value:
         """The value ``f(x)``: a real scalar of the precision of ``x`` (``+inf`` off the domain)."""
 
     @abc.abstractmethod
-    def prox(self, v: jax.Array, step) -> jax.Array:
+    def prox(self, v: Input, step: Step) -> Output:
         r"""``argmin_x step * f(x) + ||x - v||^2 / 2``, same shape and dtype as ``v``."""
 
-    def prox_conj(self, v: jax.Array, step) -> jax.Array:
+    def prox_conj(self, v: Input, step: Step) -> Output:
         r"""Prox of the convex conjugate: ``argmin_u step * f^*(u) + ||u - v||^2 / 2``.
 
         Computed from ``prox`` by the Moreau decomposition
@@ -177,21 +201,24 @@ class Scaled(Functional):
     ``c * (d * f)`` collapses to ``(c d) * f``. ``c = 0`` is allowed (the prox is then
     ``f.prox(v, 0)``: the identity for finite functionals, the projection for indicators).
 
-    Args:
+    Arguments:
         functional: the functional ``f``.
         scale: ``c >= 0``, a real scalar (array leaf: may be traced, vmapped, differentiated).
 
+    Raises:
+        TypeError: if ``functional`` is not a :class:`Functional`.
+        ValueError: if ``scale`` is not a scalar, negative or not finite (when concrete).
+
     Example:
-        >>> from invjax.functionals import L1
-        >>> reg = 0.5 * L1()
+        >>> reg = 0.5 * ij.functionals.L1()
         >>> reg.prox(jnp.array([-2.0, 0.2, 3.0]), 2.0)    # L1().prox(v, 1.0)
         Array([-1.,  0.,  2.], dtype=float32)
     """
 
     functional: Functional
-    scale: jax.Array
+    scale: Float[Array, ""]
 
-    def __init__(self, functional: Functional, scale):
+    def __init__(self, functional: Functional, scale: Real[ArrayLike, ""]):
         if not isinstance(functional, Functional):
             raise TypeError(f"Scaled: `functional` must be a Functional, got {type(functional).__name__}")
         scale = as_param(scale, "scale", "Scaled", nonneg=True)
@@ -218,13 +245,13 @@ class Scaled(Functional):
     def _c(self, x):
         return self.scale.astype(jnp.finfo(jnp.asarray(x).dtype).dtype)
 
-    def __call__(self, x):
+    def __call__(self, x: Input) -> Value:
         val = self.functional(x)
         if self.functional.indicator:
             return val  # 0 * (+inf) would be NaN; c * indicator = indicator for c >= 0
         return self._c(val) * val
 
-    def prox(self, v, step):
+    def prox(self, v: Input, step: Step) -> Output:
         v = as_input(v, "Scaled.prox", "v")
         s = check_step(step, v, "Scaled.prox")
         return self.functional.prox(v, s * self._c(v))

@@ -7,10 +7,11 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike, Real
 
 from ..operators.base import concrete_or_none
 from ._validate import as_input, as_param, cast_like, check_broadcast, check_step, real_dtype
-from .base import Functional
+from .base import Functional, RealInput, RealOutput, Step, Value
 
 
 def _indicator(ok, x):
@@ -28,15 +29,20 @@ class NonNegative(Functional):
 
     Shapes and dtypes: real inputs of any shape (complex raises ``TypeError``); the value is
     0 or ``inf`` in the input's precision (exact test, no tolerance).
+
+    Example:
+        >>> f = ij.functionals.NonNegative()
+        >>> f.prox(jnp.array([-1.0, 2.0]), 0.5), f(jnp.array([-1.0, 2.0]))
+        (Array([0., 2.], dtype=float32), Array(inf, dtype=float32))
     """
 
     indicator: ClassVar[bool] = True
 
-    def __call__(self, x):
+    def __call__(self, x: RealInput) -> Value:
         x = as_input(x, "NonNegative", real=True)
         return _indicator(x >= 0, x)
 
-    def prox(self, v, step):
+    def prox(self, v: RealInput, step: Step) -> RealOutput:
         who = "NonNegative.prox"
         v = as_input(v, who, "v", real=True)
         check_step(step, v, who)
@@ -58,7 +64,7 @@ class Box(Functional):
 
     Proximal map (for every step): the projection ``prox(v) = clip(v, lower, upper)``.
 
-    Args:
+    Arguments:
         lower: ``l``, a real scalar or array broadcastable to the input (``-inf`` allowed).
         upper: ``u``, a real scalar or array broadcastable to the input (``+inf`` allowed).
 
@@ -79,7 +85,7 @@ class Box(Functional):
 
     indicator: ClassVar[bool] = True
 
-    def __init__(self, lower, upper):
+    def __init__(self, lower: Real[ArrayLike, "..."], upper: Real[ArrayLike, "..."]):
         self.lower = as_param(lower, "lower", "Box", allow_inf=True)
         self.upper = as_param(upper, "upper", "Box", allow_inf=True)
         lo, hi = concrete_or_none(self.lower), concrete_or_none(self.upper)
@@ -103,12 +109,12 @@ class Box(Functional):
         check_broadcast(self.upper, x, "upper", who)
         return cast_like(self.lower, x), cast_like(self.upper, x)
 
-    def __call__(self, x):
+    def __call__(self, x: RealInput) -> Value:
         x = as_input(x, "Box", real=True)
         lo, hi = self._bounds(x, "Box")
         return _indicator((x >= lo) & (x <= hi), x)
 
-    def prox(self, v, step):
+    def prox(self, v: RealInput, step: Step) -> RealOutput:
         who = "Box.prox"
         v = as_input(v, who, "v", real=True)
         check_step(step, v, who)

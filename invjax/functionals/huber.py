@@ -6,9 +6,10 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import ArrayLike, Real
 
 from ._validate import abs2, as_input, as_param, cast_like, check_step, safe_abs
-from .base import Functional
+from .base import Functional, Input, Output, Step, Value
 
 
 class Huber(Functional):
@@ -27,7 +28,7 @@ class Huber(Functional):
               \dfrac{v_i}{1 + s} & |v_i| \le \delta (1 + s) \\[4pt]
               v_i \Big(1 - \dfrac{s \delta}{|v_i|}\Big) & |v_i| > \delta (1 + s) \end{cases}
 
-    Args:
+    Arguments:
         delta: ``delta > 0``, the threshold between the quadratic and linear parts (a scalar
             or an array broadcastable to the input; array leaf, default 1.0).
 
@@ -36,6 +37,13 @@ class Huber(Functional):
 
     Raises:
         ValueError: ``delta`` not finite or ``<= 0`` (when concrete).
+
+    Example:
+        >>> f = ij.functionals.Huber(delta=1.0)
+        >>> f(jnp.array([0.5, 3.0]))                      # 0.125 + (3 - 0.5)
+        Array(2.625, dtype=float32)
+        >>> jnp.round(f.prox(jnp.array([0.5, 3.0]), 1.0), 4)   # v / 2; v - delta where |v| > 2
+        Array([0.25, 2.  ], dtype=float32)
     """
 
     delta: jax.Array
@@ -43,22 +51,22 @@ class Huber(Functional):
     smooth: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
 
-    def __init__(self, delta=1.0):
+    def __init__(self, delta: Real[ArrayLike, "..."] = 1.0):
         self.delta = as_param(delta, "delta", "Huber", positive=True)
 
-    def __call__(self, x):
+    def __call__(self, x: Input) -> Value:
         x = as_input(x, "Huber")
         d = cast_like(self.delta, x)
         r = safe_abs(x)
         return jnp.sum(jnp.where(r <= d, 0.5 * abs2(x), d * (r - 0.5 * d)))
 
-    def grad(self, x):
+    def grad(self, x: Input) -> Output:
         x = as_input(x, "Huber.grad")
         d = cast_like(self.delta, x)
         r = safe_abs(x)
         return x * jnp.where(r <= d, 1, d / jnp.where(r > 0, r, 1))
 
-    def prox(self, v, step):
+    def prox(self, v: Input, step: Step) -> Output:
         who = "Huber.prox"
         v = as_input(v, who, "v")
         s = check_step(step, v, who)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import ArrayLike, Real
 
 from ._validate import as_input, as_param, cast_like, check_broadcast, check_step, is_complex, safe_abs, shrink
-from .base import Functional
+from .base import Functional, Input, Output, Step, Value
 
 
 class L1(Functional):
@@ -24,7 +25,7 @@ class L1(Functional):
     The conjugate is the indicator of ``{u : |u_i| <= w_i}``, so ``prox_conj`` is the
     projection onto that box (clipping the modulus to ``w``).
 
-    Args:
+    Arguments:
         weights: ``w``, a real array ``>= 0`` broadcastable to the input shape, or ``None``.
 
     Shapes and dtypes: any input shape, real or complex; the value is a real scalar of the
@@ -42,18 +43,18 @@ class L1(Functional):
 
     weights: jax.Array | None
 
-    def __init__(self, weights=None):
+    def __init__(self, weights: Real[ArrayLike, "..."] | None = None):
         self.weights = None if weights is None else as_param(weights, "weights", "L1", nonneg=True)
 
     def _t(self, x, scale, who):
         check_broadcast(self.weights, x, "weights", who)
         return scale if self.weights is None else scale * cast_like(self.weights, x)
 
-    def __call__(self, x):
+    def __call__(self, x: Input) -> Value:
         x = as_input(x, "L1")
         return jnp.sum(self._t(x, 1, "L1") * safe_abs(x))
 
-    def prox(self, v, step):
+    def prox(self, v: Input, step: Step) -> Output:
         who = "L1.prox"
         v = as_input(v, who, "v")
         s = check_step(step, v, who)

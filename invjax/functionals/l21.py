@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ._validate import as_input, check_step, group_norm, shrink
-from .base import Functional
+from .base import Functional, Input, Output, Step, Value
 
 
 class L21(Functional):
@@ -32,7 +32,7 @@ class L21(Functional):
     The group norm is computed safely: value, prox and their derivatives are finite (no NaN)
     when a group is exactly zero.
 
-    Args:
+    Arguments:
         axis: the group axis (a Python int, negative counts from the end; default 0).
 
     Shapes and dtypes: inputs with at least one axis, real or complex; the value is a real
@@ -41,6 +41,14 @@ class L21(Functional):
     Raises:
         TypeError: ``axis`` not an int.
         ValueError: ``axis`` out of range for the input.
+
+    Example:
+        >>> v = jnp.array([[3.0, 0.1], [4.0, 0.0]])      # groups (3, 4) and (0.1, 0) on axis 0
+        >>> ij.functionals.L21()(v)
+        Array(5.1, dtype=float32)
+        >>> ij.functionals.L21().prox(v, 1.0)              # (3, 4) * (1 - 1/5); the small group -> 0
+        Array([[2.4, 0. ],
+               [3.2, 0. ]], dtype=float32)
     """
 
     axis: int = eqx.field(static=True)
@@ -58,11 +66,11 @@ class L21(Functional):
             )
         return self.axis % x.ndim
 
-    def __call__(self, x):
+    def __call__(self, x: Input) -> Value:
         x = as_input(x, "L21")
         return jnp.sum(group_norm(x, self._axis(x, "L21")))
 
-    def prox(self, v, step):
+    def prox(self, v: Input, step: Step) -> Output:
         who = "L21.prox"
         v = as_input(v, who, "v")
         s = check_step(step, v, who)

@@ -7,9 +7,10 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import ArrayLike, Real
 
 from ._validate import as_input, as_param, cast_like, check_broadcast, check_step, safe_sqrt
-from .base import Functional
+from .base import Functional, RealInput, RealOutput, Step, Value
 
 
 class PoissonLikelihood(Functional):
@@ -38,7 +39,7 @@ class PoissonLikelihood(Functional):
     ``PoissonLikelihood(background=b).with_data(y)`` builds the functional from a problem's
     data.
 
-    Args:
+    Arguments:
         data: counts ``y >= 0`` (real array broadcastable to the input), or ``None`` to be
             supplied later with ``with_data`` (using the functional before raises).
         background: ``b >= 0``, a real scalar or array broadcastable to the input (default 0).
@@ -51,6 +52,14 @@ class PoissonLikelihood(Functional):
     Raises:
         ValueError: negative or non-finite data/background (when concrete), parameters that
             do not broadcast to the input, or missing data at use.
+        TypeError: if ``normalized`` is not a bool, or the input is complex.
+
+    Example:
+        >>> f = ij.functionals.PoissonLikelihood(data=jnp.array([2.0, 0.0]))
+        >>> f(jnp.array([2.0, 0.0]))                       # KL(y, y) = 0
+        Array(0., dtype=float32)
+        >>> f.prox(jnp.array([1.0, 1.0]), 1.0)             # (v - s + sqrt((v - s)^2 + 4 s y)) / 2
+        Array([1.4142135, 0.       ], dtype=float32)
     """
 
     data: jax.Array | None
@@ -59,7 +68,12 @@ class PoissonLikelihood(Functional):
 
     differentiable: ClassVar[bool] = True
 
-    def __init__(self, data=None, background=0.0, normalized=True):
+    def __init__(
+        self,
+        data: Real[ArrayLike, "..."] | None = None,
+        background: Real[ArrayLike, "..."] = 0.0,
+        normalized: bool = True,
+    ):
         who = "PoissonLikelihood"
         self.data = None if data is None else as_param(data, "data", who, nonneg=True)
         self.background = as_param(background, "background", who, nonneg=True)
@@ -80,7 +94,7 @@ class PoissonLikelihood(Functional):
         check_broadcast(self.background, x, "background", who)
         return cast_like(self.data, x), cast_like(self.background, x)
 
-    def __call__(self, x):
+    def __call__(self, x: RealInput) -> Value:
         who = "PoissonLikelihood"
         x = as_input(x, who, real=True)
         y, b = self._params(x, who)
@@ -96,14 +110,14 @@ class PoissonLikelihood(Functional):
         term = jnp.where(outside, jnp.inf, term)
         return jnp.sum(jnp.broadcast_to(term, x.shape))
 
-    def grad(self, x):
+    def grad(self, x: RealInput) -> RealOutput:
         who = "PoissonLikelihood.grad"
         x = as_input(x, who, real=True)
         y, b = self._params(x, who)
         z = x + b
         return jnp.broadcast_to(1 - y / z, x.shape)
 
-    def prox(self, v, step):
+    def prox(self, v: RealInput, step: Step) -> RealOutput:
         who = "PoissonLikelihood.prox"
         v = as_input(v, who, "v", real=True)
         s = check_step(step, v, who)

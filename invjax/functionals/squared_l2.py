@@ -6,9 +6,10 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import ArrayLike, Num, Real
 
 from ._validate import abs2, as_input, as_param, cast_like, check_broadcast, check_step
-from .base import Functional
+from .base import Functional, Input, Output, Step, Value
 
 
 class SquaredL2(Functional):
@@ -30,7 +31,7 @@ class SquaredL2(Functional):
     for the weighted normal equations ``A^H W A x = A^H W y`` in CG, and ``f.with_data(y)``
     returns a copy that holds the problem's data.
 
-    Args:
+    Arguments:
         data: ``y``, an array broadcastable to the input shape (real or complex), or ``None``.
         weights: ``w``, a real array ``>= 0`` broadcastable to the input shape, or ``None``.
 
@@ -53,7 +54,7 @@ class SquaredL2(Functional):
     smooth: ClassVar[bool] = True
     differentiable: ClassVar[bool] = True
 
-    def __init__(self, data=None, weights=None):
+    def __init__(self, data: Num[ArrayLike, "..."] | None = None, weights: Real[ArrayLike, "..."] | None = None):
         self.data = None if data is None else as_param(data, "data", "SquaredL2", allow_complex=True)
         self.weights = None if weights is None else as_param(weights, "weights", "SquaredL2", nonneg=True)
 
@@ -69,19 +70,19 @@ class SquaredL2(Functional):
     def _w(self, x):
         return cast_like(self.weights, x)
 
-    def __call__(self, x):
+    def __call__(self, x: Input) -> Value:
         x = as_input(x, "SquaredL2")
         r2 = abs2(self._residual(x, "SquaredL2"))
         if self.weights is not None:
             r2 = self._w(x) * r2
         return 0.5 * jnp.sum(r2)
 
-    def grad(self, x):
+    def grad(self, x: Input) -> Output:
         x = as_input(x, "SquaredL2.grad")
         r = self._residual(x, "SquaredL2.grad")
         return r if self.weights is None else self._w(x) * r
 
-    def prox(self, v, step):
+    def prox(self, v: Input, step: Step) -> Output:
         who = "SquaredL2.prox"
         v = as_input(v, who, "v")
         s = check_step(step, v, who)

@@ -15,10 +15,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, ArrayLike, Float, Inexact, Int
 
 from ..operators.finite_difference import FiniteDifference
 from ._validate import abs2, as_input, check_step, group_norm, safe_abs
-from .base import Functional
+from .base import Functional, Input, Output, Step, Value
 from .l1 import L1
 from .l21 import L21
 
@@ -27,20 +28,26 @@ _CHECK_EVERY = 10  # FGP iterations between duality-gap checks
 
 
 class TVProxResult(NamedTuple):
-    """Output of :meth:`TV.solve_prox`.
+    """Output of :meth:`TV.solve_prox` (a named tuple; its fields are its arguments).
 
-    Attributes:
+    Arguments:
         x: the prox ``argmin_x ½||x - v||² + step TV(x)`` (shape and dtype of ``v``).
         dual: the dual variable ``q`` with ``x = v - D^H q`` and ``|q_j| <= step`` per pixel,
             shape ``(len(axes),) + v.shape``; pass it back as ``dual`` to warm-start.
         iterations: FGP iterations run (int32 scalar).
         gap: duality gap at the returned point, a certificate: ``||x - x*||_2 <= sqrt(2 gap)``.
+
+    Example:
+        >>> v = jnp.zeros((8, 8)).at[2:6, 2:6].set(1.0)
+        >>> out = ij.functionals.TV().solve_prox(v, 0.05)
+        >>> out.x.shape, out.dual.shape, bool(out.gap >= 0), bool(out.iterations > 0)
+        ((8, 8), (2, 8, 8), True, True)
     """
 
-    x: jax.Array
-    dual: jax.Array
-    iterations: jax.Array
-    gap: jax.Array
+    x: Inexact[Array, "*shape"]
+    dual: Inexact[Array, "axes *shape"]
+    iterations: Int[Array, ""]
+    gap: Float[Array, ""]
 
 
 class TV(Functional):
@@ -89,7 +96,7 @@ class TV(Functional):
     ``max_iters``; the cost is always ``max_iters`` iterations). Splitting solvers avoid the
     inner loop altogether by using the composite structure.
 
-    Args:
+    Arguments:
         isotropic: ``True`` (default) for the l2,1 (isotropic) TV, ``False`` for l1.
         boundary: ``"neumann"`` (default) or ``"periodic"``.
         axes: axes to differentiate along (default: all axes of the input); e.g. ``(1, 2)``
@@ -101,8 +108,14 @@ class TV(Functional):
     Shapes and dtypes: inputs of any number of axes (``>= 1``), real or complex; the value is
     a real scalar of the input's precision; ``prox`` keeps the input's shape and dtype.
 
+    Raises:
+        TypeError: if ``isotropic`` or ``unroll`` is not a bool, ``axes`` not a tuple of ints
+            or ``tol`` not a number.
+        ValueError: for an unknown ``boundary``, repeated ``axes``, ``tol`` not finite and
+            positive, or ``max_iters`` below 1.
+
     Example:
-        >>> noisy = jax.random.uniform(jax.random.PRNGKey(0), (32, 32))
+        >>> noisy = jax.random.uniform(jax.random.PRNGKey(0), (16, 16))
         >>> tv = ij.functionals.TV()
         >>> x = tv.prox(noisy, 0.1)                  # TV denoising
         >>> bool(tv(x) < tv(noisy))
@@ -119,7 +132,15 @@ class TV(Functional):
     max_iters: int = eqx.field(static=True)
     unroll: bool = eqx.field(static=True)
 
-    def __init__(self, isotropic=True, boundary="neumann", axes=None, tol=1e-4, max_iters=1000, unroll=False):
+    def __init__(
+        self,
+        isotropic: bool = True,
+        boundary: str = "neumann",
+        axes: tuple[int, ...] | None = None,
+        tol: float = 1e-4,
+        max_iters: int = 1000,
+        unroll: bool = False,
+    ):
         who = "TV"
         if not isinstance(isotropic, bool):
             raise TypeError(f"{who}: `isotropic` must be a bool, got {isotropic!r}")
@@ -166,11 +187,11 @@ class TV(Functional):
         return self.operator(shape), self.inner
 
     # ---- value and prox -------------------------------------------------------------------------
-    def __call__(self, x):
+    def __call__(self, x: Input) -> Value:
         x = as_input(x, "TV")
         return self.inner(self.operator(x.shape).mv(x))
 
-    def prox(self, v, step):
+    def prox(self, v: Input, step: Step) -> Output:
         return self.solve_prox(v, step).x
 
     def prox_warm(self, v, step, state=None, max_iters=None):
@@ -184,10 +205,10 @@ class TV(Functional):
             out = fixed.solve_prox(v, step, dual=state)
         return out.x, out.dual
 
-    def solve_prox(self, v, step, dual=None) -> TVProxResult:
+    def solve_prox(self, v: Input, step: Step, dual: Inexact[ArrayLike, "axes *shape"] | None = None) -> TVProxResult:
         """The prox with its dual variable and convergence information (see the class doc).
 
-        Args:
+        Arguments:
             v: input image.
             step: ``s >= 0``, the TV weight of the denoising problem.
             dual: optional warm start for ``q`` (shape ``(len(axes),) + v.shape``; projected

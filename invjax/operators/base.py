@@ -14,14 +14,18 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, SupportsIndex
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Inexact, Num, PRNGKeyArray, Real
 
 Shape = tuple[int, ...]
+# what a constructor accepts as a shape: a sequence of ints (Python or NumPy)
+ShapeLike = Sequence[SupportsIndex]
 
 
 def _is_complex(dtype) -> bool:
@@ -67,6 +71,23 @@ class LinearOperator(eqx.Module):
     Algebra: ``A @ B`` (composition, ``(A @ B)(x) = A(B(x))``), ``A + B``, ``A - B``,
     ``c * A``, ``-A``; ``A @ x`` with an array applies ``A``. ``A.T`` is the adjoint
     (conjugate transpose for complex operators), ``A.T.T is A``.
+
+    A subclass defines ``in_shape`` and ``out_shape`` (static fields or properties) and the
+    abstract ``mv`` (the forward map on one unbatched input); ``rmv`` (the adjoint) defaults
+    to the exact ``jax.linear_transpose`` of ``mv``. A subclass that lacks any of them raises
+    ``TypeError`` at construction. Calling ``A(x)`` checks ``x``'s shape (``ValueError``)
+    and that a real operator gets real input (``TypeError``); batch with ``jax.vmap``.
+
+    Example:
+        >>> class Flip(ij.operators.LinearOperator):
+        ...     n: int = eqx.field(static=True)
+        ...     in_shape = property(lambda self: (self.n,))
+        ...     out_shape = property(lambda self: (self.n,))
+        ...     def mv(self, x):
+        ...         return x[::-1]
+        >>> A = 2.0 * Flip(3)
+        >>> A(jnp.array([1.0, 2.0, 3.0])), A.T(jnp.array([1.0, 0.0, 0.0]))
+        (Array([6., 4., 2.], dtype=float32), Array([0., 0., 2.], dtype=float32))
     """
 
     # Subclasses provide ``in_shape`` and ``out_shape`` as static fields or properties, and
@@ -107,11 +128,12 @@ class LinearOperator(eqx.Module):
         return self.dtype
 
     # ---- public application -----------------------------------------------------------------
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: Num[ArrayLike, "*in_shape"]) -> Inexact[Array, "*out_shape"]:
+        """Apply ``A`` to ``x`` of shape ``in_shape`` (integers promote to ``dtype``)."""
         x = _check_array(x, self.in_shape, self.dtype, "x", type(self).__name__)
         return _mv(self, x)
 
-    def adjoint(self, y: jax.Array) -> jax.Array:
+    def adjoint(self, y: Num[ArrayLike, "*out_shape"]) -> Inexact[Array, "*in_shape"]:
         """Apply ``A^H`` to ``y`` of shape ``out_shape`` (same as ``A.T(y)``)."""
         y = _check_array(y, self.out_shape, self.out_dtype, "y", type(self).__name__ + ".T")
         return _rmv(self, y)
@@ -176,10 +198,10 @@ class LinearOperator(eqx.Module):
         return Scaled(self, 1.0 / scale)
 
     # ---- norms ------------------------------------------------------------------------------
-    def norm(self, key: jax.Array | None = None, iters: int = 50) -> jax.Array:
+    def norm(self, key: PRNGKeyArray | None = None, iters: int = 50) -> Float[Array, ""]:
         """Operator 2-norm ``||A||`` (largest singular value) by power iteration on ``A^H A``.
 
-        Args:
+        Arguments:
             key: ``jax.random`` key for the random start (default ``PRNGKey(0)``).
             iters: number of power iterations (static; default 50). The estimate approaches
                 ``||A||`` from below; 50 iterations give a few digits on imaging operators.
@@ -247,7 +269,16 @@ _as_matrix = eqx.filter_jit(lambda op: op._as_matrix())
 
 
 class Adjoint(LinearOperator):
-    """The adjoint ``A^H`` of an operator (``A.T``)."""
+    """The adjoint ``A^H`` of an operator (``A.T``): ``in_shape`` and ``out_shape`` swapped.
+
+    Arguments:
+        op: the operator ``A``.
+
+    Example:
+        >>> A = ij.operators.Dense(jnp.array([[1.0, 2.0, 3.0]]))
+        >>> A.T.in_shape, A.T(jnp.array([2.0])), A.T.T is A
+        ((1,), Array([2., 4., 6.], dtype=float32), True)
+    """
 
     op: LinearOperator
 
@@ -295,7 +326,21 @@ def _check_compatible(a: LinearOperator, b: LinearOperator, what: str):
 
 
 class Composed(LinearOperator):
-    """Composition ``(A @ B)(x) = A(B(x))``; its adjoint is ``B^H A^H``."""
+    """Composition ``(A @ B)(x) = A(B(x))``; its adjoint is ``B^H A^H``. Written ``A @ B``.
+
+    Arguments:
+        left: the outer operator ``A``.
+        right: the inner operator ``B``, with ``B.out_shape == A.in_shape``.
+
+    Raises:
+        ValueError: if ``B.out_shape`` differs from ``A.in_shape``.
+
+    Example:
+        >>> D = ij.operators.Downsample((4,), 2)
+        >>> A = D @ ij.operators.Mask(jnp.array([1.0, 0.0, 1.0, 1.0]))
+        >>> A(jnp.array([2.0, 2.0, 2.0, 2.0]))
+        Array([1., 2.], dtype=float32)
+    """
 
     left: LinearOperator
     right: LinearOperator
@@ -331,7 +376,20 @@ class Composed(LinearOperator):
 
 
 class Sum(LinearOperator):
-    """Sum ``(A + B)(x) = A(x) + B(x)`` of operators with equal shapes."""
+    """Sum ``(A + B)(x) = A(x) + B(x)`` of operators with equal shapes (``A + B``, ``A - B``).
+
+    Arguments:
+        a: the operator ``A``.
+        b: the operator ``B``, with ``A``'s ``in_shape`` and ``out_shape``.
+
+    Raises:
+        ValueError: if the shapes differ.
+
+    Example:
+        >>> I = ij.operators.Identity((2,))
+        >>> (I + 2.0 * I)(jnp.array([1.0, -1.0]))
+        Array([ 3., -3.], dtype=float32)
+    """
 
     a: LinearOperator
     b: LinearOperator
@@ -394,11 +452,24 @@ class _Rescaled(LinearOperator):
 
 
 class Scaled(_Rescaled):
-    """Scalar multiple ``(c A)(x) = c A(x)``; adjoint ``conj(c) A^H``."""
+    """Scalar multiple ``(c A)(x) = c A(x)``; adjoint ``conj(c) A^H``. Written ``c * A``.
 
-    scale: jax.Array
+    Arguments:
+        op: the operator ``A``.
+        scale: the scalar ``c`` (real or complex; may be traced).
 
-    def __init__(self, op: LinearOperator, scale):
+    Raises:
+        ValueError: if ``scale`` is not a scalar.
+
+    Example:
+        >>> A = 1j * ij.operators.Dense(jnp.eye(2, dtype=jnp.complex64))
+        >>> A(jnp.array([1.0 + 0j, 2.0])), A.T(jnp.array([1.0 + 0j, 2.0]))     # c x, conj(c) y
+        (Array([0.+1.j, 0.+2.j], dtype=complex64), Array([0.-1.j, 0.-2.j], dtype=complex64))
+    """
+
+    scale: Inexact[Array, ""]
+
+    def __init__(self, op: LinearOperator, scale: Num[ArrayLike, ""]):
         self.op = op
         self.scale = jnp.asarray(scale)
         if self.scale.ndim != 0:
@@ -426,11 +497,27 @@ class ChannelScaled(_Rescaled):
     """Per-channel multiple ``(D_c A)(x)[k] = c[k] A(x)[k]`` of an operator with a leading
     channel axis (``out_shape = (C, N, M)``, e.g. the stacked directions of a finite
     difference), ``c`` real of shape ``(C,)``. Unlike a general elementwise weight (``Mask``)
-    it keeps ``A``'s Fourier symbol (``c[k] s[k]``), so FFT solves still apply."""
+    it keeps ``A``'s Fourier symbol (``c[k] s[k]``), so FFT solves still apply.
 
-    scale: jax.Array
+    Arguments:
+        op: the operator ``A``, with ``out_shape = (C, ...)`` of at least two axes.
+        scale: real array ``(C,)``, one factor per channel.
 
-    def __init__(self, op: LinearOperator, scale):
+    Raises:
+        ValueError: if ``scale`` is not of shape ``(C,)`` or ``A`` has no channel axis.
+        TypeError: if ``scale`` is complex.
+
+    Example:
+        >>> D = ij.operators.FiniteDifference((3, 3))               # out_shape (2, 3, 3)
+        >>> W = ij.operators.ChannelScaled(D, jnp.array([1.0, 0.0]))  # keep the first axis
+        >>> x = jnp.arange(9.0).reshape(3, 3)
+        >>> bool(jnp.all(W(x)[1] == 0)), bool(jnp.all(W(x)[0] == D(x)[0]))
+        (True, True)
+    """
+
+    scale: Float[Array, " C"]
+
+    def __init__(self, op: LinearOperator, scale: Real[ArrayLike, " C"]):
         scale = jnp.asarray(scale)
         c = tuple(op.out_shape)[:1]
         if len(op.out_shape) < 2 or scale.shape != c:
@@ -460,11 +547,30 @@ class ChannelScaled(_Rescaled):
         return sym * self.scale.reshape(-1, 1, 1)
 
 
-def weighted(op: LinearOperator, weight) -> LinearOperator:
-    """The operator ``x -> weight * op(x)`` (elementwise), ``weight`` real and broadcastable to
-    ``op.out_shape``, in its most structured form: a weight constant over all but the leading
-    (channel) axis gives :class:`ChannelScaled`, which keeps ``op``'s Fourier symbol; any other
-    weight a :class:`~invjax.operators.Mask` composed with ``op``."""
+def weighted(op: LinearOperator, weight: Real[ArrayLike, "..."]) -> LinearOperator:
+    """The operator ``x -> weight * op(x)`` (elementwise), in its most structured form.
+
+    A weight constant over all but the leading (channel) axis gives :class:`ChannelScaled`,
+    which keeps ``op``'s Fourier symbol; any other weight a :class:`~invjax.operators.Mask`
+    composed with ``op``.
+
+    Arguments:
+        op: the operator.
+        weight: real array broadcastable to ``op.out_shape``.
+
+    Returns:
+        A :class:`LinearOperator` with ``op``'s shapes.
+
+    Raises:
+        ValueError: if ``weight`` does not broadcast to ``op.out_shape``.
+
+    Example:
+        >>> D = ij.operators.FiniteDifference((8, 8))
+        >>> type(ij.operators.weighted(D, jnp.array([1.0, 2.0])[:, None, None])).__name__
+        'ChannelScaled'
+        >>> type(ij.operators.weighted(D, jnp.ones((2, 8, 8)))).__name__
+        'Composed'
+    """
     from .mask import Mask
 
     weight = jnp.asarray(weight)
@@ -490,19 +596,24 @@ def _apply_scale(v, s):
 
 
 class Identity(LinearOperator):
-    """Identity on arrays of shape ``shape``.
+    """Identity ``I x = x`` on arrays of shape ``shape``.
 
-    Args:
+    Arguments:
         shape: the array shape.
         dtype: the input (and output) dtype (default: the default float, float32 or float64
             under ``jax_enable_x64``; pass ``jnp.complex64`` for complex images). Applied to an
             array of another dtype it returns that array unchanged.
+
+    Example:
+        >>> I = ij.operators.Identity((2, 2))
+        >>> I.in_shape, I.out_shape, float(I.norm())
+        ((2, 2), (2, 2), 1.0)
     """
 
     shape: Shape = eqx.field(static=True)
     _dtype: str = eqx.field(static=True)
 
-    def __init__(self, shape, dtype=None):
+    def __init__(self, shape: ShapeLike, dtype=None):
         self.shape = tuple(int(s) for s in shape)
         self._dtype = jnp.dtype(default_float() if dtype is None else dtype).name
 
@@ -545,14 +656,14 @@ def _random_like(key, shape, dtype):
     return jax.random.normal(key, shape, dtype)
 
 
-def check_adjoint(op: LinearOperator, key: jax.Array | None = None, dtype=None) -> jax.Array:
+def check_adjoint(op: LinearOperator, key: PRNGKeyArray | None = None, dtype=None) -> Float[Array, ""]:
     """Relative error of the dot test ``<A x, y> = <x, A^H y>`` for random ``x``, ``y``.
 
     The error is ``|<A x, y> - <x, A^H y>| / max(||A x|| ||y||, ||x|| ||A^H y||)``: the
     difference normalised by the Cauchy-Schwarz bounds of both sides, so it is scale-free and does not blow up when the
     random inner product happens to be small.
 
-    Args:
+    Arguments:
         op: the operator.
         key: ``jax.random`` key (default ``PRNGKey(0)``).
         dtype: dtype for the random vectors (default: the operator's input dtype; the output
@@ -560,6 +671,11 @@ def check_adjoint(op: LinearOperator, key: jax.Array | None = None, dtype=None) 
 
     Returns:
         Scalar real array; ~1e-7 in float32 and ~1e-16 in float64 for an exact adjoint.
+
+    Example:
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(5, 1.0), (16, 16))
+        >>> bool(ij.operators.check_adjoint(A) < 1e-5)
+        True
     """
     key = jax.random.PRNGKey(0) if key is None else key
     # one compiled program per operator and shape (op by op, each new shape compiles every

@@ -1,11 +1,14 @@
 """Circular 2D convolution by FFT."""
 
+from __future__ import annotations
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Complex, Float, Real
 
 from ._validate import as_shape, check_finite
-from .base import LinearOperator, default_float
+from .base import LinearOperator, ShapeLike, default_float
 
 
 class Convolution(LinearOperator):
@@ -19,9 +22,14 @@ class Convolution(LinearOperator):
     rolled so its centre sits at the origin), so one application costs two real FFTs. The
     adjoint is the correlation ``irfft2(rfft2(y) * conj(H))``.
 
-    Args:
+    Arguments:
         psf: real array ``(k0, k1)``, both sizes odd and at most the image size; centred.
         shape: image shape ``(N, M)``.
+
+    Raises:
+        ValueError: if ``psf`` is not 2-D, has an even size, is larger than ``shape`` or has
+            non-finite entries, or ``shape`` is not two positive ints.
+        TypeError: if ``psf`` is complex.
 
     Shapes: ``x: (N, M) -> y: (N, M)``; dtype float32 (float64 under ``jax_enable_x64``
     with a float64 PSF).
@@ -32,15 +40,19 @@ class Convolution(LinearOperator):
     solver loop the transfer function depends on no loop variable, and XLA computes it once.
 
     Example:
-        >>> psf = jnp.ones((5, 5)) / 25
-        >>> A = ij.operators.Convolution(psf, shape=(64, 64))
-        >>> y = A(jnp.zeros((64, 64)))
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, shape=(4, 4))
+        >>> x = jnp.zeros((4, 4)).at[0, 0].set(9.0)
+        >>> A(x)                                  # the PSF, wrapped around the corner
+        Array([[1., 1., 0., 1.],
+               [1., 1., 0., 1.],
+               [0., 0., 0., 0.],
+               [1., 1., 0., 1.]], dtype=float32)
     """
 
-    psf: jax.Array
+    psf: Float[Array, "k0 k1"]
     shape: tuple[int, int] = eqx.field(static=True)
 
-    def __init__(self, psf, shape):
+    def __init__(self, psf: Real[ArrayLike, "k0 k1"], shape: ShapeLike):
         who = "Convolution"
         self.shape = as_shape(shape, "shape", who, ndim=2)
         psf = jnp.asarray(psf)
@@ -72,7 +84,7 @@ class Convolution(LinearOperator):
         return self.psf.dtype
 
     @property
-    def otf(self) -> jax.Array:
+    def otf(self) -> Complex[Array, "N M2"]:
         """The transfer function ``H`` (``rfft2`` of the centred PSF), shape ``(N, M // 2 + 1)``."""
         return transfer_function(self.psf, self.shape)
 
@@ -109,13 +121,27 @@ def transfer_function(psf: jax.Array, shape: tuple[int, int]) -> jax.Array:
     return jnp.fft.rfft2(padded)
 
 
-def gaussian_psf(size: int = 9, sigma: float = 2.0, dtype=None) -> jax.Array:
-    r"""Normalised, centred ``size x size`` Gaussian PSF ``h ∝ exp(-(i² + j²) / (2 sigma²))``.
+def gaussian_psf(size: int = 9, sigma: float | int = 2.0, dtype=None) -> Float[Array, "size size"]:
+    r"""Normalised, centred ``size x size`` Gaussian PSF.
 
-    Args:
+    .. math:: h[i, j] = \frac{e^{-(i^2 + j^2) / (2\sigma^2)}}{\sum_{k,l} e^{-(k^2 + l^2) / (2\sigma^2)}},
+              \qquad |i|, |j| \le \text{size} // 2 .
+
+    Arguments:
         size: odd side length (default 9).
         sigma: standard deviation in pixels (default 2), ``> 0``.
         dtype: default float32 (float64 under ``jax_enable_x64``).
+
+    Returns:
+        Array ``(size, size)`` of ``dtype`` summing to 1, for :class:`Convolution`.
+
+    Raises:
+        ValueError: if ``size`` is not a positive odd int or ``sigma`` is not positive.
+
+    Example:
+        >>> h = ij.operators.gaussian_psf(5, sigma=1.0)
+        >>> h.shape, f"{h.sum():.3f}", bool(h[2, 2] == h.max())
+        ((5, 5), '1.000', True)
     """
     if size < 1 or size % 2 == 0:
         raise ValueError(f"gaussian_psf: `size` must be a positive odd int, got {size}")

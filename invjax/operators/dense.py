@@ -1,7 +1,10 @@
 """A dense matrix as an operator (small problems, tests, learned linear layers)."""
 
+from __future__ import annotations
+
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Inexact, Num
 
 from .base import LinearOperator
 
@@ -12,15 +15,23 @@ class Dense(LinearOperator):
     Adjoint ``M^H y``. Input shape ``(n,)``, output ``(m,)``; dtype that of ``M`` (float
     matrices of integer type are cast to the default float).
 
+    Arguments:
+        matrix: real or complex array ``(m, n)``.
+
+    Raises:
+        ValueError: if ``matrix`` is not 2-D.
+
     Example:
         >>> A = ij.operators.Dense(jnp.eye(3))
         >>> A(jnp.ones(3))
         Array([1., 1., 1.], dtype=float32)
+        >>> ij.operators.Dense(jnp.array([[1.0, 2.0]])).T(jnp.array([3.0]))     # M^T y
+        Array([3., 6.], dtype=float32)
     """
 
-    matrix: jax.Array
+    matrix: Inexact[Array, "m n"]
 
-    def __init__(self, matrix):
+    def __init__(self, matrix: Num[ArrayLike, "m n"]):
         matrix = jnp.asarray(matrix)
         if matrix.ndim != 2:
             raise ValueError(f"Dense: `matrix` must be 2-D (m, n), got shape {matrix.shape}")

@@ -1,11 +1,15 @@
 """Block-average downsampling (super-resolution)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import equinox as eqx
 import numpy as np
 import jax.numpy as jnp
 
 from ._validate import as_shape
-from .base import LinearOperator, default_float
+from .base import LinearOperator, ShapeLike, default_float
 
 
 class Downsample(LinearOperator):
@@ -16,9 +20,14 @@ class Downsample(LinearOperator):
     Adjoint: each low-resolution value spread evenly over its block,
     ``(A^T y)[f_0 i + a, f_1 j + b] = y[i, j] / (f_0 f_1)``. ``||A|| = 1 / sqrt(f_0 f_1)``.
 
-    Args:
+    Arguments:
         shape: high-resolution image shape ``(N, M)`` (any number of axes).
         factor: positive int, or a tuple of ints (one per axis); each must divide ``shape``.
+
+    Raises:
+        TypeError: if ``factor`` is not an int or a tuple of ints.
+        ValueError: if a factor is below 1, does not divide ``shape``, or their number
+            differs from the number of axes.
 
     Shapes: ``x: (N, M) -> y: (N // f0, M // f1)``.
 
@@ -26,12 +35,14 @@ class Downsample(LinearOperator):
         >>> A = ij.operators.Downsample((64, 64), 4)
         >>> A(jnp.ones((64, 64))).shape
         (16, 16)
+        >>> ij.operators.Downsample((4,), 2)(jnp.array([1.0, 3.0, 5.0, 7.0]))
+        Array([2., 6.], dtype=float32)
     """
 
     shape: tuple[int, ...] = eqx.field(static=True)
     factor: tuple[int, ...] = eqx.field(static=True)
 
-    def __init__(self, shape, factor):
+    def __init__(self, shape: ShapeLike, factor: int | Sequence[int]):
         who = "Downsample"
         self.shape = as_shape(shape, "shape", who)
         factors = factor if isinstance(factor, (tuple, list)) else (factor,) * len(self.shape)

@@ -1,10 +1,14 @@
 """Forward finite differences (the image gradient) and its adjoint, the negative divergence."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax.numpy as jnp
 
 from ._validate import as_shape
-from .base import LinearOperator, default_float
+from .base import LinearOperator, ShapeLike, default_float
 
 _BOUNDARIES = ("periodic", "neumann")
 
@@ -24,10 +28,13 @@ class FiniteDifference(LinearOperator):
     ``(D_k^T p)[i] = p[i - e_k] - p[i]`` (periodic), and for Neumann the same with
     ``p[-1] := 0`` and ``p[n-1] := 0``.
 
-    Args:
+    Arguments:
         shape: image shape ``S`` (any number of axes).
         boundary: ``"periodic"`` (default) or ``"neumann"``.
         axes: axes to differentiate along (default all).
+
+    Raises:
+        ValueError: for an unknown ``boundary``, or ``axes`` that repeat or do not exist.
 
     Shapes: ``x: S -> y: (len(axes),) + S``.
 
@@ -35,13 +42,15 @@ class FiniteDifference(LinearOperator):
         >>> D = ij.operators.FiniteDifference((64, 64), boundary="neumann")
         >>> D(jnp.ones((64, 64))).shape
         (2, 64, 64)
+        >>> ij.operators.FiniteDifference((4,))(jnp.array([0.0, 1.0, 3.0, 6.0]))   # periodic
+        Array([[ 1.,  2.,  3., -6.]], dtype=float32)
     """
 
     shape: tuple[int, ...] = eqx.field(static=True)
     boundary: str = eqx.field(static=True)
     axes: tuple[int, ...] = eqx.field(static=True)
 
-    def __init__(self, shape, boundary="periodic", axes=None):
+    def __init__(self, shape: ShapeLike, boundary: str = "periodic", axes: Sequence[int] | None = None):
         who = "FiniteDifference"
         self.shape = as_shape(shape, "shape", who)
         if boundary not in _BOUNDARIES:

@@ -1,11 +1,14 @@
 """Pixel mask (inpainting)."""
 
+from __future__ import annotations
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, Real
 
 from ._validate import as_shape, check_finite
-from .base import LinearOperator, default_float
+from .base import LinearOperator, ShapeLike, default_float
 
 
 class Mask(LinearOperator):
@@ -14,23 +17,31 @@ class Mask(LinearOperator):
     Self-adjoint for a real mask: ``A^T = A``. Unobserved pixels are kept as zeros in the output
     rather than removed, so shapes stay static under ``jit``/``vmap``.
 
-    Args:
+    Arguments:
         mask: array of 0/1 (bool or real) or nonnegative weights, shape ``S``.
         shape: optional expected image shape; a mismatch with ``mask.shape`` raises.
         dtype: input dtype (default float32; pass ``jnp.complex64`` to mask complex images).
 
+    Raises:
+        ValueError: if ``mask`` is a scalar, has non-finite entries or differs from ``shape``.
+        TypeError: if ``mask`` is complex.
+
     Shapes: ``x: S -> y: S``.
 
     Example:
-        >>> m = jax.random.bernoulli(jax.random.PRNGKey(0), 0.5, (64, 64))
-        >>> A = ij.operators.Mask(m)
-        >>> y = A(jnp.ones((64, 64)))
+        >>> A = ij.operators.Mask(jnp.array([True, False, True]))
+        >>> A(jnp.array([4.0, 5.0, 6.0]))
+        Array([4., 0., 6.], dtype=float32)
+        >>> int(A.n_measurements)                 # the observed entries
+        2
     """
 
-    mask: jax.Array
+    mask: Float[Array, "*shape"]
     _dtype: str = eqx.field(static=True)
 
-    def __init__(self, mask, shape=None, dtype=None):
+    def __init__(
+        self, mask: Real[ArrayLike, "*shape"] | Bool[ArrayLike, "*shape"], shape: ShapeLike | None = None, dtype=None
+    ):
         who = "Mask"
         mask = jnp.asarray(mask)
         if mask.ndim == 0:

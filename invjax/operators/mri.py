@@ -1,8 +1,11 @@
 """Cartesian MRI: undersampled orthonormal 2D FFT, single- or multi-coil."""
 
+from __future__ import annotations
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Complex, Float, Num, Real
 
 from ._validate import check_finite
 from .base import LinearOperator, default_complex
@@ -19,7 +22,7 @@ class CartesianMRI(LinearOperator):
 
     Adjoint: ``A^H y = \sum_c \bar S_c \odot F^{-1}(M \odot y_c)`` (for a real mask).
 
-    Args:
+    Arguments:
         mask: real or bool array ``(H, W)``: 1 where k-space is sampled (weights allowed).
         sensitivities: optional complex array ``(C, H, W)`` of coil sensitivity maps.
         centered: whether k-space is stored with DC at the centre (default False).
@@ -29,18 +32,31 @@ class CartesianMRI(LinearOperator):
 
     Shapes: ``x: (H, W)`` complex -> ``y: (H, W)`` (one coil) or ``(C, H, W)`` complex.
 
+    Raises:
+        ValueError: if ``mask`` is not 2-D or not finite, or ``sensitivities`` is not
+            ``(C, H, W)`` or not finite.
+        TypeError: if ``mask`` is complex or ``dtype`` is not complex.
+
     Example:
         >>> mask = jnp.zeros((64, 64)).at[:, ::4].set(1.0)
         >>> A = ij.operators.CartesianMRI(mask)
         >>> y = A(jnp.ones((64, 64), jnp.complex64))
+        >>> y.shape, y.dtype, complex(y[0, 0])          # the DC coefficient, sqrt(64 * 64)
+        ((64, 64), dtype('complex64'), (64+0j))
     """
 
-    mask: jax.Array
-    sensitivities: jax.Array | None
+    mask: Float[Array, "H W"]
+    sensitivities: Complex[Array, "C H W"] | None
     centered: bool = eqx.field(static=True)
     _dtype: str = eqx.field(static=True)
 
-    def __init__(self, mask, sensitivities=None, centered=False, dtype=None):
+    def __init__(
+        self,
+        mask: Real[ArrayLike, "H W"] | Bool[ArrayLike, "H W"],
+        sensitivities: Num[ArrayLike, "C H W"] | None = None,
+        centered: bool = False,
+        dtype=None,
+    ):
         who = "CartesianMRI"
         mask = jnp.asarray(mask)
         if mask.ndim != 2:
