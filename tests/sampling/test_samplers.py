@@ -99,6 +99,11 @@ class _NoProx(Functional):
     def __call__(self, x):
         return jnp.sum(x**4)
 
+    # prox is abstract (a subclass without one fails at construction): a functional whose prox
+    # is unavailable says so when called
+    def prox(self, v, step):
+        raise NotImplementedError("no closed-form prox")
+
 
 def test_bad_input():
     problem = identity_gaussian(4)
