@@ -24,6 +24,11 @@ First each solver with its defaults (does the default ``tol`` get reached within
 * ``--accuracy`` (alone): the implicit gradient's error against the solve's ``tol`` in float64
   and float32 (deblur, ADMM), the error of the derivative image ``dx/dweight`` itself, and how
   much the MSE gradient cancels near the oracle weight (which multiplies the relative error);
+* ``--defaults-accuracy deblur:256,crr:256,inpaint:128``: the weight gradient at each solver's
+  DEFAULT settings (float32) against float64 central differences of solves to ``tol`` 1e-10
+  (issue 20 item 3): ``deblur`` with ``ADMM()``, TV inpainting of camera (the README's case) with
+  ``PDHG()``, camera deblurring with the shipped CRR-NN and ``FISTA()`` (:func:`default_case`);
+  writes ``derivatives_defaults.json``;
 * ``--batch``: a ``vmap`` of 8 problems with different weights against a single solve, per image,
   for every solver (CG and Landweber on Tikhonov / Huber deblurring).
 
@@ -33,6 +38,7 @@ Usage::
     python benchmarks/derivatives.py --quick         # 64² / 32² problems, a smoke test
     python benchmarks/derivatives.py --only deblur --solvers ADMM
     python benchmarks/derivatives.py --accuracy --output benchmarks/results/derivatives_accuracy.json
+    python benchmarks/derivatives.py --defaults-accuracy deblur:64,inpaint:64,crr:64,deblur:256,crr:256
 
 Writes ``benchmarks/results/derivatives.json`` (``--quick``: ``derivatives_quick.json``) and
 prints a markdown table.
@@ -329,6 +335,102 @@ def accuracy(quick, tols=(1e-4, 1e-5, 1e-6, 1e-8)):
     return {"reference_grad_weight": ref, "rows": rows}
 
 
+def default_case(name, n, dtype):
+    """``(loss(w) -> (MSE, stats), w0)`` of one derivative-at-the-defaults case (float32 data
+    made the same way whatever ``dtype``), and the solver class it uses at its defaults:
+
+    * ``deblur``: the ``deblur`` problem above (``n`` 256 or 64; Shepp-Logan, periodic TV, w 5e-4),
+      ``ADMM()``;
+    * ``inpaint``: camera ``n``², ``Mask(bernoulli(key(1), 0.5))``, noise 0.02 (``key(0)``), the
+      default ``TV()``, ``PDHG()``, w 5e-3 (the README's example at 128²);
+    * ``crr``: camera ``n``², the 9x9 Gaussian blur (sigma 2 px), noise 0.01, the shipped CRR-NN,
+      ``FISTA()``, w 5e-4.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import invjax as ij
+
+    if name == "deblur":
+        make, x, y, w = problem("deblur", n < 256, dtype)
+        return (lambda s: lambda w: make(w, y)), x, w, "ADMM"
+    x32 = ij.phantoms.camera(n).astype(jnp.float32)
+    if name == "inpaint":
+        A = ij.operators.Mask(jax.random.bernoulli(jax.random.key(1), 0.5, x32.shape).astype(dtype))
+        y = A(ij.noise.gaussian(jax.random.key(0), x32, 0.02).astype(dtype))
+        return (lambda s: lambda w: ij.Problem(A, y, ij.functionals.TV(), w)), x32.astype(dtype), 5e-3, "PDHG"
+    psf = ij.operators.gaussian_psf(9, 2.0, dtype=jnp.float32)
+    y = ij.operators.Convolution(psf, (n, n))(x32) + 0.01 * jax.random.normal(jax.random.key(0), x32.shape, jnp.float32)
+    A = ij.operators.Convolution(psf.astype(dtype), (n, n))
+    crr = ij.learned.pretrained("crr-nn")
+    return (lambda s: lambda w: ij.Problem(A, y.astype(dtype), crr, w)), x32.astype(dtype), 5e-4, "FISTA"
+
+
+# float64 references of the cases: solved far beyond the defaults (the ADMM penalty keeps adapting)
+# (the float64 derivative solve at 256² ADMM-TV stops near 1e-2 within 1000 CG iterations: it gets
+# 5000 and reports; the error is taken against the central difference)
+_REF_ADJOINT = dict(adjoint_iters=5000, adjoint_failure="ignore")
+DEFAULT_REFERENCE = {"deblur": lambda s: s.ADMM(max_iters=20000, tol=1e-10, adapt_iters=10**6, **_REF_ADJOINT),
+                     "inpaint": lambda s: s.ADMM(max_iters=20000, tol=1e-10, adapt_iters=10**6, **_REF_ADJOINT),
+                     "crr": lambda s: s.FISTA(max_iters=20000, tol=1e-10, **_REF_ADJOINT)}
+
+
+def defaults_accuracy(cases):
+    """The weight gradient of the MSE at each solver's DEFAULT settings in float32 against a
+    float64 reference: central differences (relative step 1e-4) of solves to ``tol`` 1e-10, with
+    the float64 implicit gradient there beside it (``rel_err_vs_implicit``)."""
+    import jax
+    import jax.numpy as jnp
+
+    import invjax as ij
+
+    rows = []
+    for name, n in cases:
+        jax.config.update("jax_enable_x64", True)
+        try:
+            build, x, w, solver_name = default_case(name, n, jnp.float64)
+            ref_solver = DEFAULT_REFERENCE[name](ij.solvers)
+
+            def loss(w, s=ref_solver):
+                sol = ij.solve(build(s)(w), s)
+                return jnp.mean((sol.x - x) ** 2), sol.stats
+
+            t0 = time.perf_counter()
+            g64, st = jax.jit(jax.grad(loss, has_aux=True))(jnp.float64(w))
+            f = jax.jit(lambda w: loss(w)[0])
+            h = 1e-4 * w
+            cd = (float(f(w + h)) - float(f(w - h))) / (2 * h)
+            ref = {"solver": repr(ref_solver) + ", float64", "iterations": int(st.iterations),
+                   "converged": bool(st.converged), "residual": float(st.residual), "grad_implicit": float(g64),
+                   "grad_central_difference": cd, "seconds": time.perf_counter() - t0}
+        finally:
+            jax.config.update("jax_enable_x64", False)
+        build, x, w, solver_name = default_case(name, n, jnp.float32)
+        solver = getattr(ij.solvers, solver_name)(adjoint=ij.solvers.ImplicitAdjoint(failure="ignore"))
+
+        def loss32(w):
+            sol = ij.solve(build(solver)(w), solver)
+            return jnp.mean((sol.x - x) ** 2), (sol.stats, ij.metrics.psnr(sol.x, x))
+
+        (g, (st, psnr)), first, warm = _timed(jax.jit(jax.grad(loss32, has_aux=True)), jnp.float32(w), repeats=1)
+        raising = getattr(ij.solvers, solver_name)()
+        try:
+            mse = jax.jit(jax.grad(lambda w: jnp.mean((ij.solve(build(raising)(w), raising).x - x) ** 2)))
+            jax.block_until_ready(mse(jnp.float32(w)))
+            raised = None
+        except Exception as err:  # the default failure policy: what a user sees
+            raised = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        row = {"case": name, "n": n, "solver": f"{solver_name}() defaults, float32", "weight": w,
+               "iterations": int(st.iterations), "converged": bool(st.converged), "residual": float(st.residual),
+               "psnr": float(psnr), "grad": float(g), "default_policy_raised": raised, "reference": ref,
+               "rel_err": abs(float(g) - cd) / abs(cd),
+               "rel_err_vs_implicit": abs(float(g) - ref["grad_implicit"]) / abs(ref["grad_implicit"]), "warm": warm}
+        rows.append(row)
+        _log(f"  defaults accuracy {name} {n}²: {row['iterations']} its, grad {row['grad']:.5g} vs {ref['grad_implicit']:.5g} "
+             f"(cd {cd:.5g}): rel err {row['rel_err']:.2e}; default policy raised: {raised}")
+    return rows
+
+
 def _table(header, rows):
     """A markdown table (after a blank line) from a header and rows of cells."""
     return ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
@@ -365,6 +467,14 @@ def markdown(out):
                          "cancellation"],
                         [[r["dtype"], f"{r['tol']:g}", r["iterations"], f"{r['grad_weight']:.5g}", f"{r['rel_err_grad']:.1e}",
                           f"{r['rel_err_dx']:.1e}", f"{r['cancellation']:.0f}"] for r in out["accuracy"]["rows"]])
+    if out.get("defaults_accuracy"):
+        lines += _table(["case", "size", "solver (defaults, float32)", "its", "converged", "grad (weight)",
+                         "float64 implicit (ref)", "its (ref)", "float64 central diff. (ref)", "rel. err. vs central diff.",
+                         "default policy"],
+                        [[r["case"], f"{r['n']}²", r["solver"], r["iterations"], r["converged"], f"{r['grad']:.5g}",
+                          f"{r['reference']['grad_implicit']:.5g}", r["reference"]["iterations"],
+                          f"{r['reference']['grad_central_difference']:.5g}", f"{r['rel_err']:.1e}",
+                          "raises" if r["default_policy_raised"] else "ok"] for r in out["defaults_accuracy"]])
     if out.get("batch"):
         lines += _table(["solver", "batch", "per image / mean single solve", "per image / single at the most iterations"],
                         [[r["solver"], r["batch"], f"{r['per_image_vs_mean_single']:.2f}",
@@ -384,6 +494,9 @@ def main(argv=None):
     ap.add_argument("--memory", action="store_true", help="also the memory-versus-max_iters table")
     ap.add_argument("--batch", action="store_true", help="also the vmap section")
     ap.add_argument("--accuracy", action="store_true", help="only the accuracy-against-tol section (deblur, ADMM)")
+    ap.add_argument("--defaults-accuracy", default=None, metavar="CASES",
+                    help="only the gradient error at each solver's defaults, e.g. deblur:256,inpaint:64,crr:256 "
+                         "(writes derivatives_defaults.json)")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args(argv)
     import jax
@@ -398,6 +511,14 @@ def main(argv=None):
         path.write_text(json.dumps(out, indent=1))
 
     names = [args.only] if args.only else ["deblur", "ct"]
+    if args.defaults_accuracy:
+        path = args.output or RESULTS / "derivatives_defaults.json"
+        names = []
+        out["defaults_accuracy"] = []
+        for case in args.defaults_accuracy.split(","):
+            name, n = case.split(":")
+            out["defaults_accuracy"] += defaults_accuracy([(name, int(n))])
+            save()
     if args.accuracy:
         names = []
         out["accuracy"] = accuracy(args.quick)
