@@ -18,7 +18,13 @@ from ..solvers import IterativeSolver, Problem
 
 class TuningWarning(UserWarning):
     """A parameter-selection run finished, but its result deserves a look (a zero gradient, a
-    lower-level solver that did not converge, a non-finite loss)."""
+    lower-level solver that did not converge, a non-finite loss).
+
+    Example:
+        >>> import invjax as ij
+        >>> issubclass(ij.tuning.TuningWarning, UserWarning)
+        True
+    """
 
 
 class RuleResult(eqx.Module):
@@ -53,6 +59,18 @@ class RuleResult(eqx.Module):
         at_bound: ``True`` when the choice sits at an end of the searched range (the optimum,
             or the discrepancy root, may lie outside: widen ``bounds``).
         solves: lower-level solves spent, tangent (JVP) and probe solves included (int32).
+
+    Arguments:
+        weight, value, weights, values, weights_converged, x, iterations, converged, at_bound,
+            solves: the attributes above, by keyword (rules build it; ``None`` where a rule keeps
+            nothing).
+
+    Example:
+        >>> import jax.numpy as jnp, invjax as ij
+        >>> res = ij.tuning.RuleResult(weight=jnp.asarray(0.1), value=jnp.asarray(1.0),
+        ...                            converged=jnp.asarray(True), at_bound=jnp.asarray(False))
+        >>> res.message
+        'ok: the solve at the chosen weight converged, inside the searched range'
     """
 
     weight: Any

@@ -61,6 +61,14 @@ class FitHistory(NamedTuple):
         iterations: ``(S, B)`` lower-level iterations of each solve.
         converged: ``(S, B)`` whether each lower-level solve reached the solver's ``tol``.
         seconds: ``(S,)`` wall time of each step (the first includes compilation).
+
+    Arguments:
+        loss, weight, grad_norm, iterations, converged, seconds: the fields (:func:`fit` builds it).
+
+    Example:
+        >>> import invjax as ij
+        >>> ij.tuning.FitHistory._fields[:3]
+        ('loss', 'weight', 'grad_norm')
     """
 
     loss: np.ndarray
@@ -83,6 +91,14 @@ class FitResult(RuleResult):
 
     Attributes:
         history: the :class:`FitHistory`.
+
+    Arguments:
+        the attributes of :class:`RuleResult` and ``history``, by keyword (:func:`fit` builds it).
+
+    Example:
+        >>> import invjax as ij
+        >>> issubclass(ij.tuning.FitResult, ij.tuning.RuleResult)
+        True
     """
 
     history: FitHistory | None = None

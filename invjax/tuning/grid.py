@@ -38,6 +38,14 @@ class GridResult(RuleResult):
         per_image_score: ``(B,)`` its score.
         grid_iterations: ``(G, B)`` lower-level iterations of each solve.
         grid_converged: ``(G, B)`` whether each solve reached the solver's ``tol``.
+
+    Arguments:
+        the attributes of :class:`RuleResult` and those above, by keyword (:func:`grid` builds it).
+
+    Example:
+        >>> import invjax as ij
+        >>> issubclass(ij.tuning.GridResult, ij.tuning.RuleResult)
+        True
     """
 
     scores: Float[Array, "G B"] = None

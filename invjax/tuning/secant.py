@@ -32,7 +32,16 @@ import optax
 
 
 class SecantState(NamedTuple):
-    """Previous parameters and gradient (pytrees like the parameters) and the step count."""
+    """Previous parameters and gradient (pytrees like the parameters) and the step count.
+
+    Arguments:
+        prev_params, prev_grads, count: the fields, by position or keyword (:func:`secant` builds it).
+
+    Example:
+        >>> import invjax as ij
+        >>> int(ij.tuning.secant().init(1.0).count)
+        0
+    """
 
     prev_params: optax.Params
     prev_grads: optax.Updates
@@ -42,7 +51,7 @@ class SecantState(NamedTuple):
 def secant(learning_rate: float = 1.0, max_step: float = 1.5) -> optax.GradientTransformation:
     """Per-coordinate secant steps on the gradient (see the module docstring).
 
-    Args:
+    Arguments:
         learning_rate: size of the first step (and of steps where the secant is undefined), in
             the units of the parameters (log-weights in :func:`~invjax.tuning.fit`: 1.0 is a
             factor ``e``). Default 1.0.

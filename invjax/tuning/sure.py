@@ -97,6 +97,15 @@ class SureGrid(RuleResult):
             ``residual / (measurements * sigma^2)``).
         measurements: the measured entries ``m`` (``op.n_measurements``).
         grid_iterations: ``(G,)`` the most iterations of the solves at each weight.
+
+    Arguments:
+        the attributes of :class:`RuleResult` and those above, by keyword (:func:`sure_grid`
+        builds it).
+
+    Example:
+        >>> import invjax as ij
+        >>> issubclass(ij.tuning.SureGrid, ij.tuning.RuleResult)
+        True
     """
 
     reconstructions: Any = None
@@ -305,7 +314,7 @@ def sure_risk(
 def sure_estimate(op, y, sigma, b, x, x_probe, *, epsilon: float = EPSILON, weighting=None):
     """SURE from reconstructions already computed (any method): at ``y`` and at ``y + eps b_p``.
 
-    Args:
+    Arguments:
         op: the forward operator ``A``.
         y: measurements, ``op.out_shape``.
         sigma: noise standard deviation.
@@ -317,6 +326,16 @@ def sure_estimate(op, y, sigma, b, x, x_probe, *, epsilon: float = EPSILON, weig
 
     Returns:
         ``(G,)`` SURE values (see the module docstring).
+
+    Raises:
+        ValueError: ``sigma`` not finite and ``> 0``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (4, 4))
+        >>> y, b = jnp.ones((4, 4)), ij.tuning.probes(jax.random.key(0), jnp.ones((4, 4)), 2)
+        >>> ij.tuning.sure_estimate(A, y, 0.1, b, jnp.ones((3, 4, 4)), jnp.ones((3, 2, 4, 4))).shape
+        (3,)
     """
     y = as_data(y, "tuning.sure_estimate")
     sigma = check_sigma(sigma, y, "tuning.sure_estimate")
@@ -328,7 +347,22 @@ def sure_estimate(op, y, sigma, b, x, x_probe, *, epsilon: float = EPSILON, weig
 
 def probes(key, y, count: int = 1, kind: str = "rademacher"):
     """``(count,) + y.shape`` probes of zero mean and identity covariance: Rademacher or Gaussian
-    entries; for complex ``y`` independent real and imaginary parts (each of unit variance)."""
+    entries; for complex ``y`` independent real and imaginary parts (each of unit variance).
+
+    Arguments:
+        key: a ``jax.random`` key.
+        y: an array of the measurements' shape and dtype.
+        count: the number of probes (default 1).
+        kind: ``"rademacher"`` (default) or ``"gaussian"``.
+
+    Returns:
+        ``(count,) + y.shape`` probes of ``y``'s dtype.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, invjax as ij
+        >>> ij.tuning.probes(jax.random.key(0), jnp.zeros(3), 2).shape
+        (2, 3)
+    """
     shape = (count,) + tuple(jnp.shape(y))
     dtype = jnp.asarray(y).dtype
     rdt = real_dtype(y)
@@ -341,7 +375,18 @@ def probes(key, y, count: int = 1, kind: str = "rademacher"):
 
 class RegularizedInverse(eqx.Module):
     r"""``W v = (A^H A + eps c I)^{-1} A^H v``, the Tikhonov reconstruction of ``v`` (see
-    :func:`regularized_inverse`). Call it on one ``out_shape`` array."""
+    :func:`regularized_inverse`). Call it on one ``out_shape`` array.
+
+    Arguments:
+        op: the forward operator; shift: ``eps c``; filt: the FFT filter of a circulant ``op``
+            (else ``None``: CG); iterations: CG steps (build it with :func:`regularized_inverse`).
+
+    Example:
+        >>> import jax.numpy as jnp, invjax as ij
+        >>> W = ij.tuning.regularized_inverse(ij.operators.Convolution(ij.operators.gaussian_psf(3, 1.0), (4, 4)))
+        >>> W(jnp.ones((4, 4))).shape
+        (4, 4)
+    """
 
     op: object
     shift: jax.Array
@@ -378,7 +423,7 @@ def regularized_inverse(op, eps: float = 1e-2, *, iterations: int = 30) -> Regul
       ``c = ||A 1||^2 / ||1||^2`` (the Rayleigh quotient of the constant image: close to
       ``||A||^2`` for blurs and projections at the cost of one product).
 
-    Args:
+    Arguments:
         op: the forward operator.
         eps: relative regularisation, ``> 0`` (default ``1e-2``).
         iterations: CG steps where there is no FFT (default 30).
@@ -386,6 +431,16 @@ def regularized_inverse(op, eps: float = 1e-2, *, iterations: int = 30) -> Regul
     Returns:
         A :class:`RegularizedInverse`, callable on ``op.out_shape`` arrays, returning
         ``op.in_shape`` arrays.
+
+    Raises:
+        ValueError: ``eps`` not a finite number ``> 0``, ``iterations`` not an int ``>= 1``.
+
+    Example:
+        >>> import jax.numpy as jnp, invjax as ij
+        >>> A = ij.operators.Mask(jnp.ones((4, 4)).at[0].set(0.0))
+        >>> W = ij.tuning.regularized_inverse(A, 1e-2, iterations=5)
+        >>> W(jnp.ones((4, 4))).shape
+        (4, 4)
     """
     who = "tuning.regularized_inverse"
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
