@@ -28,9 +28,11 @@ TABULATED = (
     "operators.json", "tv_deconvolution.json", "derivatives.json", "derivatives_ct.json",
     "derivatives_accuracy.json", "tuning.json", "tuning_ct.json", "tuning_aniso.json",
     "tuning_speed.json", "learned_denoise.json", "bilevel_crr.json", "learned_ct.json",
-    "learned_mri.json", "pnp.json",
+    "learned_mri.json", "pnp.json", "sampling.json",
 )
 NOT_TABULATED = {
+    "derivatives_defaults.json": "`benchmarks/derivatives.py --defaults-accuracy` (landed in 4fcc5eb without a table "
+    "section; listed here so the tables render)",
     "tuning_quick.json": "a `--quick` smoke run of `benchmarks/tuning.py` (small sizes)",
     "tv_deconvolution_grad.json": "the gradient section of an earlier `tv_deconvolution.py` run; "
     "`derivatives.json` measures the gradients of the current implicit layer (its own table: "
@@ -397,6 +399,67 @@ def pnp() -> tuple[list[str], str]:
     return out, summary, caption(d, "pnp.json")
 
 
+def sampling() -> tuple[list[str], str]:
+    d = load("sampling.json")
+    out = header("Posterior sampling", d["command"], d, "sampling.json")
+    cores = f"core(s) {d['affinity']}" if d.get("affinity") else "all cores"
+    busy = f", 1-min load average {d['load_avg'][0]:.1f} at the end (core shared with other jobs)" if d.get("load_avg") else ""
+    out += [f"{cores}, XLA flags `{d.get('xla_flags') or '-'}`{busy}" + (" (a `--quick` run: 10x fewer samples)." if d.get("quick") else "."), ""]
+    summary_rows = []
+    if "gaussian" in d:
+        g = d["gaussian"]
+        out += [f"**Exactness on a Gaussian posterior** ({g['size']}x{g['size']} blur, `SquaredL2` prior of weight "
+                f"{g['weight']}, sigma {g['sigma']}, float64): errors against the closed-form posterior at each sampler's "
+                "default step, beside the variance bias the chain's own stationary law predicts there.", ""]
+        rows = [[r["sampler"], f"{r['n_samples']:,}", f"{r['step_times_L']:.3g}", f"{r['mean_rel_error']:.2e}",
+                 f"{r['var_max_rel_error']:.3f}", f"{r['var_predicted_max_rel_bias']:.3f}", f"{r['min_ess']:.0f}"]
+                for r in g["rows"]]
+        out += [table(["sampler", "samples", "step x L", "mean rel. error", "variance max rel. error",
+                       "predicted variance bias", "min ESS"], rows, "lrrrrrr"), ""]
+        summary_rows += [[f"Gaussian {g['size']}², {r['sampler']}", f"mean {r['mean_rel_error']:.1e}, variance "
+                          f"{r['var_max_rel_error']:.3f} (bias {r['var_predicted_max_rel_bias']:.3f})"] for r in g["rows"]]
+    if "tv16" in d:
+        t = d["tv16"]
+        ref = t["reference"]
+        out += [f"**TV posterior, {t['size']}x{t['size']} deblurring** (weight {t['weight']}, sigma {t['sigma']}): against "
+                f"a {ref['sampler']} reference ({ref.get('n_samples', 0):,} steps, acceptance {ref['acceptance']:.2f}, step "
+                f"{ref['step']:.2g}; a slow-mixing reference at this conditioning: read its errors as a rough check); equal gradient budgets; ESS per "
+                "gradient evaluation of the slowest pixel (batch means) and of the potential's trace (Geyer).", ""]
+        rows = [[r["sampler"], f"{r['gradient_evaluations']:,}", f"{r['mean_rel_error']:.3f}", f"{r['std_rel_error']:.3f}",
+                 f"{r['min_ess_per_gradient']:.2e}", f"{r['potential_ess_per_gradient']:.2e}"] for r in t["rows"]]
+        out += [table(["sampler", "gradient evaluations", "mean rel. error", "std rel. error", "min ESS / gradient",
+                       "U ESS / gradient"], rows, "lrrrrr"), "",
+                f"{t.get('best_skrock', 'SK-ROCK')} / MYULA ESS per gradient: {t['skrock_over_myula_min_ess_per_gradient']:.2f}x (slowest pixel), "
+                f"{t['skrock_over_myula_potential_ess_per_gradient']:.2f}x (potential).", ""]
+        summary_rows.append([f"TV {t['size']}², {t.get('best_skrock', 'SK-ROCK')} / MYULA ESS per gradient",
+                             f"{t['skrock_over_myula_min_ess_per_gradient']:.2f}x"])
+    if "memory" in d:
+        m = d["memory"]
+        out += ["**Memory** (256x256 TV, SK-ROCK, compiled temporary bytes): "
+                f"{m['temp_bytes_1000']:,} at 10³ samples and {m['temp_bytes_10000']:,} at 10⁴ without the trace of U; "
+                f"{m['temp_bytes_1000_trace']:,} and {m['temp_bytes_10000_trace']:,} with it.", ""]
+        summary_rows.append(["256² memory, 10³ vs 10⁴ samples", f"{m['temp_bytes_1000']:,} vs {m['temp_bytes_10000']:,} bytes"])
+    if "speed" in d:
+        sp = d["speed"]
+        rows = [[r["sampler"], f"{r['size']}²", ms(r["seconds_per_1000_samples"])] for r in sp["rows"]]
+        out += [f"**Speed** (256x256 TV deblurring of camera, {sp['n_samples']} samples after compilation):", "",
+                table(["sampler", "size", "per 1000 samples"], rows, "llr"), "",
+                f"16 problems of 64x64 (SK-ROCK, {sp['batch16_64_n_samples']} samples each) in one vmapped call: "
+                f"{ms(sp['batch16_64_seconds'])}.", ""]
+        summary_rows += [[f"256² TV, {r['sampler']}, per 1000 samples", ms(r["seconds_per_1000_samples"])] for r in sp["rows"]]
+    if "pnp" in d:
+        q = d["pnp"]
+        out += [f"**PnP-ULA** with the shipped DnCNN ({q['size']}x{q['size']} deblurring, sigma {q['sigma']}, eps "
+                f"{q['noise_level']:.4f}, {q['n_samples']:,} samples): posterior-mean PSNR {db(q['psnr_pnp_mean'])} dB "
+                f"against the TV posterior mean's {db(q['psnr_tv_mean_best'])} dB (best of weights "
+                f"{', '.join(str(r['weight']) for r in q['tv'])}); posterior std on edges / on flat regions "
+                f"{q['std_edge_over_flat']:.2f}.", ""]
+        summary_rows.append([f"PnP-ULA (DnCNN) {q['size']}² mean PSNR vs TV MMSE",
+                             f"{db(q['psnr_pnp_mean'])} vs {db(q['psnr_tv_mean_best'])} dB"])
+    summary = table(["measurement", "value"], summary_rows, "lr")
+    return out, summary, caption(d, "sampling.json")
+
+
 # ---------------------------------------------------------------- assembly
 
 SECTIONS = (
@@ -406,6 +469,7 @@ SECTIONS = (
     ("Parameter selection", tuning),
     ("Learned models", learned),
     ("Plug-and-play", pnp),
+    ("Posterior sampling", sampling),
 )
 
 
