@@ -71,7 +71,7 @@ def validation(op, size, count=16):
     import invjax as ij
 
     clean = phantoms(VALID_KEY, size, count)
-    data = ij.learned.measure(op, clean, NOISE, jax.random.key(11))
+    data = ij.learned.measure(op, clean, key=jax.random.key(11), relative_noise=NOISE)
     score = eqx.filter_jit(lambda m: jax.numpy.mean(jax.vmap(lambda a, b: ij.metrics.psnr(a, b, data_range=1.0))(
         jax.vmap(m)(data), clean)))
     return lambda m: float(score(m))
@@ -99,7 +99,7 @@ def stage_train(kind, args):
     model = build(kind, op, args, jax.random.key(100))
     schedule = optax.cosine_decay_schedule(args.lr, args.steps)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule, b2=0.99))
-    loss = ij.learned.supervised_loss(op, NOISE)
+    loss = ij.learned.supervised_loss(op, relative_noise=NOISE)
     size, batch = args.size, args.batch
 
     @jax.jit
@@ -261,7 +261,7 @@ def stage_evaluate(args):
     op = operator(size)
     count = 8 if args.quick else args.test
     clean = jnp.concatenate([phantoms(TEST_KEY, size, count), ij.phantoms.shepp_logan(size)[None]])
-    data = ij.learned.measure(op, clean, NOISE, jax.random.key(22))
+    data = ij.learned.measure(op, clean, key=jax.random.key(22), relative_noise=NOISE)
     res = {"size": size, "angles": ANGLES, "noise": f"{NOISE} x mean|Ax| per image", "test_phantoms": count,
            "machine": _common.machine(), "jax": jax.__version__, "methods": {}, "shepp_logan": {}}
     old = _read_json(args.output) if args.output else None
@@ -359,7 +359,7 @@ def crr_nn(op, clean, data, count, record, args):
     noise = NOISE * float(jnp.mean(jnp.abs(jax.vmap(op)(clean[:count]))))
     crr = ij.learned.pretrained("crr-nn")
     train_clean = phantoms(TRAIN_KEY, size, 4)
-    train_data = ij.learned.measure(op, train_clean, NOISE, jax.random.key(33))
+    train_data = ij.learned.measure(op, train_clean, key=jax.random.key(33), relative_noise=NOISE)
     solver = ij.solvers.FISTA(max_iters=args.tv_iters, tol=1e-5)
     factors = noise**2 * np.geomspace(0.25, 16, 5 if args.quick else 7)
     scores = {}
@@ -391,10 +391,10 @@ def speed(args):
         operator(args.size), key=jax.random.key(0))
     net = net.with_operator(op)
     x = ij.phantoms.shepp_logan(n)
-    y = ij.learned.measure(op, x[None], NOISE, jax.random.key(5))
+    y = ij.learned.measure(op, x[None], key=jax.random.key(5), relative_noise=NOISE)
     call = eqx.filter_jit(lambda m, y: m(y))
     _, one = _timed(call, net, y[0])
-    ys = ij.learned.measure(op, ij.phantoms.random_ellipses(jax.random.key(6), n, 16), NOISE, jax.random.key(7))
+    ys = ij.learned.measure(op, ij.phantoms.random_ellipses(jax.random.key(6), n, 16), key=jax.random.key(7), relative_noise=NOISE)
     _, sixteen = _timed(call, net, ys)
     noise = NOISE * float(jax.numpy.mean(jax.numpy.abs(op(x))))
     problem = ij.Problem(op=op, data=y[0], regularizer=ij.functionals.TV(), weight=3 * noise**2,

@@ -32,7 +32,7 @@ import invjax as ij
 SIZE = int(os.environ.get("INVJAX_NOTEBOOK_SIZE", 64))  # lpd-ct64 is trained at 64
 x = ij.phantoms.shepp_logan(SIZE)
 A = ij.operators.ParallelBeam2D((SIZE, SIZE), np.linspace(0, np.pi, 30, endpoint=False))
-y = ij.learned.measure(A, x[None], 0.05, jax.random.key(0))[0]
+y = ij.learned.measure(A, x[None], key=jax.random.key(0), relative_noise=0.05)[0]
 noise = 0.05 * float(jnp.mean(jnp.abs(A(x))))
 
 

@@ -61,6 +61,8 @@ OPERATOR_EXEMPT = {
     "check_adjoint": "a function: applied to every registered operator",
     "fbp": "a function: tests/operators/test_tomography.py",
     "gaussian_psf": "a function: tests/operators/test_convolution.py",
+    "coil_sensitivities": "a function: tests/learned/test_modl.py (normalisation, determinism, errors)",
+    "variable_density_mask": "a function: tests/learned/test_modl.py (rate, centre, density, errors)",
     "weighted": "a function: builds ChannelScaled or Mask @ K (tests/solvers/test_matrix.py weights)",
 }
 
@@ -146,6 +148,10 @@ SOLVER_EXEMPT = {
     "Dual": "a record of IterativeSolver.duals(), exercised by every implicit derivative",
     "solve": "the entry point of every matrix case",
     "solve_batch": "tests/solvers/test_batch.py",
+    "HQS": "plug-and-play only (a DenoiserPrior regulariser); tests/learned/test_pnp.py",
+    "anderson": "a fixed-point routine, not a problem solver; tests/solvers/test_fixed_point.py",
+    "fixed_point": "a fixed-point routine with implicit derivatives; tests/solvers/test_fixed_point.py",
+    "FixedPointStats": "returned by fixed_point",
 }
 
 

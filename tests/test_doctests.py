@@ -50,17 +50,11 @@ KNOWN_SLOW: dict[str, str] = {
 # operators/, functionals/, metrics, noise or phantoms here.
 _PREDATES = "examples written before they ran as doctests (names undefined in the fresh namespace)"
 KNOWN_FAILING: dict[str, str] = {
-    "invjax.learned.networks.deq": _PREDATES,
-    "invjax.learned.networks.dncnn": _PREDATES,
     "invjax.learned.networks.ffdnet": _PREDATES,
     "invjax.learned.networks.modl": _PREDATES,
     "invjax.learned.training.mri_data": _PREDATES,
-    "invjax.learned.priors.pnp": _PREDATES,
     "invjax.learned.priors.spline": _PREDATES,
-    "invjax.learned.training.loop": _PREDATES,
-    "invjax.learned.training.losses": _PREDATES,
     "invjax.learned.networks.unrolled": _PREDATES,
-    "invjax.learned.zoo": _PREDATES,
     "invjax.solvers.cg": _PREDATES,
     "invjax.solvers.driver": _PREDATES,
     "invjax.solvers.linear": _PREDATES,

@@ -187,7 +187,7 @@ def ct_operator(n: int) -> operators.ParallelBeam2D:
 def ct(n: int, seed: int) -> Task:
     x = phantoms.shepp_logan(n)
     op = ct_operator(n)
-    y = learned.measure(op, x[None], CT_NOISE, _key(seed, "ct"))[0]
+    y = learned.measure(op, x[None], key=_key(seed, "ct"), relative_noise=CT_NOISE)[0]
     sigma = CT_NOISE * float(jnp.mean(jnp.abs(op(x))))
     nonneg = fn.NonNegative()
     # fewer measurements than pixels (30 x 91 < 64^2): the measurement-domain risk that plain SURE

@@ -29,14 +29,15 @@ Laid out by role: :mod:`~invjax.learned.priors` (what enters a :class:`~invjax.P
   without torch or arbitrary unpickling).
 """
 
-from .networks import DEQ, DEQStats, DnCNN, DRUNet, FFDNet, LearnedPrimalDual, MoDL, anderson, conv_operator_norm
-from .priors import HQS, ConvexRidge, DenoiserPrior, LinearSpline, PnP, admm_contraction, fbs_contraction, hqs_contraction
+from ..operators.mri_sampling import coil_sensitivities, variable_density_mask
+from ..solvers import HQS, anderson
+from .networks import DEQ, DEQStats, DnCNN, DRUNet, FFDNet, LearnedPrimalDual, MoDL, conv_operator_norm
+from .priors import ConvexRidge, DenoiserPrior, LinearSpline, PnP, admm_contraction, fbs_contraction, hqs_contraction
 from .training import (
     BUNDLED,
     CHECKPOINT_NAME,
     History,
     brain_slices,
-    coil_sensitivities,
     denoising_loss,
     denoising_validation,
     load_images,
@@ -48,7 +49,7 @@ from .training import (
     stack,
     supervised_loss,
     train,
-    variable_density_mask,
+    trainable,
 )
 from .zoo import available, import_weights, load, metadata, pretrained, read_state_dict, save
 
@@ -93,5 +94,6 @@ __all__ = [
     "stack",
     "supervised_loss",
     "train",
+    "trainable",
     "variable_density_mask",
 ]

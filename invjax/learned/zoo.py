@@ -106,6 +106,8 @@ from .networks.dncnn import DnCNN
 from .networks.unrolled import LearnedPrimalDual
 from .priors.ridge import ConvexRidge
 
+__all__ = ["KINDS", "available", "import_weights", "load", "metadata", "pretrained", "read_state_dict", "save"]
+
 _WEIGHTS = Path(__file__).with_name("weights")
 _FORMAT = 2  # 1: constructor arguments of three known classes, no hash (read only)
 _ROOTS = ("invjax", "equinox")  # the only packages whose classes load() instantiates
@@ -455,7 +457,8 @@ def pretrained(name: str):
       ``ParallelBeam2D((64, 64), angles=30 equispaced in [0, pi), n_detectors=91,
       detector_spacing=1.0)`` (``model.op``). ``model(y)``: a sinogram ``y`` of shape
       ``(30, 91)`` or ``(B, 30, 91)`` (``model.op(x)`` plus noise; trained with Gaussian noise
-      of 0.05 times the mean ``|Ax|`` on random-ellipse phantoms in ``[0, 1]``) returns the
+      of 0.05 times the mean ``|Ax|``, i.e. ``measure(op, x, key=k, relative_noise=0.05)``, on
+      random-ellipse phantoms in ``[0, 1]``) returns the
       image ``(64, 64)`` or ``(B, 64, 64)``. It has no ``denoise`` and no ``sigma``; other
       geometries of the same kind: ``model.with_operator(op)``.
 
@@ -469,9 +472,22 @@ def pretrained(name: str):
     whose text carries the message; under ``eqx.filter_jit`` an ``EquinoxRuntimeError`` with
     just the message.
 
+    Arguments:
+        name: one of :func:`available` (``"crr-nn"``, ``"dncnn"``, ``"lpd-ct64"``, ``"wcrr-nn"``).
+
+    Returns:
+        The model, an equinox module (see the list above for its class and contract).
+
     Raises:
         ValueError: an unknown name, or a shipped file whose hash does not match (a damaged
             installation).
+
+    Example:
+        >>> model = ij.learned.pretrained("dncnn")
+        >>> model.denoise(jnp.full((2, 16, 16), 0.5), 25 / 255).shape    # a batch of two images
+        (2, 16, 16)
+        >>> ij.learned.pretrained("lpd-ct64").op.out_shape              # the geometry it is bound to
+        (30, 91)
     """
     return load(_WEIGHTS / _check_name(name))
 
@@ -1080,8 +1096,10 @@ def import_weights(kind: str, path, *, sigma=None, config=None, bn_eps: float = 
         TypeError: ``sigma`` missing for ``"wcrr-nn"``.
 
     Example:
-        >>> net = ij.learned.import_weights("dncnn", "dncnn_25.pth")    # KAIR's released file
-        >>> x = net.denoise(y, 25 / 255)
+        >>> net = ij.learned.import_weights("dncnn", "dncnn_25.pth")    # doctest: +SKIP
+        >>> x = net.denoise(y, 25 / 255)                                # doctest: +SKIP
+
+        (KAIR's released ``dncnn_25.pth``, a file the user has; nothing is downloaded.)
     """
     if kind not in KINDS:
         raise ValueError(f"{WHO}: `kind` must be one of {list(KINDS)}, got {kind!r}")

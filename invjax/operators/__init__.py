@@ -17,6 +17,7 @@ from .downsample import Downsample
 from .finite_difference import FiniteDifference
 from .mask import Mask
 from .mri import CartesianMRI
+from .mri_sampling import coil_sensitivities, variable_density_mask
 from .tomography import ParallelBeam2D, fbp
 
 __all__ = [
@@ -35,7 +36,9 @@ __all__ = [
     "Scaled",
     "Sum",
     "check_adjoint",
+    "coil_sensitivities",
     "fbp",
     "gaussian_psf",
+    "variable_density_mask",
     "weighted",
 ]

@@ -6,6 +6,8 @@ from .batch import solve_batch
 from .cg import CG
 from .driver import IterativeSolver, Solution, Stats, solve
 from .fista import FISTA
+from .fixed_point import FixedPointStats, anderson, fixed_point
+from .hqs import HQS
 from .landweber import Landweber
 from .pdhg import PDHG
 from .implicit import Dual
@@ -17,6 +19,8 @@ __all__ = [
     "CG",
     "Dual",
     "FISTA",
+    "FixedPointStats",
+    "HQS",
     "ImplicitAdjoint",
     "IterativeSolver",
     "Landweber",
@@ -26,6 +30,8 @@ __all__ = [
     "Stats",
     "Term",
     "UnrollAdjoint",
+    "anderson",
+    "fixed_point",
     "solve",
     "solve_batch",
 ]

@@ -151,7 +151,9 @@ def test_dtype_follows_input(x64, rng):
     assert net(jnp.asarray(y64)).dtype == jnp.float64
     assert net(jnp.asarray(y64, jnp.float32)).dtype == jnp.float32
     np.testing.assert_allclose(net(jnp.asarray(y64)), net(jnp.asarray(y64, jnp.float32)), rtol=1e-4, atol=1e-5)
-    assert net(np.ones((8, 8), np.int32)).dtype == jnp.float64  # integers -> default float
+    # integers are not an image on the [0, 1] scale: the denoiser contract refuses them (as denoise)
+    with pytest.raises(TypeError, match=r"DnCNN: `y` must be a float image on the \[0, 1\] scale, got dtype int32"):
+        net(np.ones((8, 8), np.int32))
 
 
 def test_jit_vmap_and_parameter_gradient(x64, rng):
@@ -196,12 +198,20 @@ def test_spectral_normalisation_gradient_matches_central_differences(x64, rng):
 def test_bad_inputs_raise_clear_errors():
     net = DnCNN(depth=2, width=4, noise_level_input=True, key=jax.random.PRNGKey(0))
     y = jnp.zeros((8, 8))
-    with pytest.raises(ValueError, match=r"`y` must have shape \(H, W\) or \(1, H, W\).*got shape \(3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"DnCNN: `y` must be one image of shape \(H, W\) or \(1, H, W\).*got shape "
+                                         r"\(3, 8, 8\); for a batch use DnCNN.denoise"):
         net(jnp.zeros((3, 8, 8)), 0.1)
     with pytest.raises(ValueError, match=r"`y` must have shape \(2, H, W\).*got shape \(8, 8\)"):
         DnCNN(2, depth=2, width=4, key=jax.random.PRNGKey(0))(y)
-    with pytest.raises(ValueError, match=r"`sigma` must be finite and >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"DnCNN: `sigma` must be finite and > 0 .*got -0.1"):
         net(y, -0.1)
+    # __call__ and residual go through the checks of every denoiser (learned/_denoise.py)
+    with pytest.raises(ValueError, match=r"DnCNN.residual: `sigma` must be <= 1: .*25 / 255"):
+        net.residual(y, 25.0)
+    with pytest.raises(ValueError, match=r"DnCNN: `y` has values far outside the \[0, 1\] image scale"):
+        net(y + 255.0, 0.1)
+    with pytest.raises(ValueError, match=r"DnCNN: a `sigma` map must be finite, >= 0 and <= 1"):
+        net(y, jnp.full((8, 8), 2.0))
     with pytest.raises(TypeError, match=r"`sigma` is required"):
         net(y)
     with pytest.raises(ValueError, match=r"`sigma` must be a scalar or have shape \(8, 8\).*got shape \(4,\)"):

@@ -25,7 +25,8 @@ def _images():
 def _residuals(op, images, noise, relative):
     """``(B, DRAWS * M)`` samples of y - A x (float64 numpy) and the clean A x."""
     keys = jax.random.split(jax.random.PRNGKey(11), DRAWS)
-    ys = jax.jit(jax.vmap(lambda k: measure(op, images, noise, k, relative=relative)))(keys)
+    level = {"relative_noise": noise} if relative else {"noise": noise}
+    ys = jax.jit(jax.vmap(lambda k: measure(op, images, key=k, **level)))(keys)
     clean = np.asarray(jax.vmap(op)(images))
     dtype = np.complex128 if np.iscomplexobj(clean) else np.float64
     r = np.asarray(ys, dtype) - clean.astype(dtype)[None]
@@ -85,3 +86,20 @@ def test_complex_noise_is_circular_with_the_requested_level(relative):
             _check_real(part, s / np.sqrt(2))
         cross = np.mean(r[b].real * r[b].imag) / (s**2 / 2)
         assert abs(cross) < Z / np.sqrt(n), cross
+
+
+def test_the_former_relative_default_is_a_clear_error():
+    # measure(op, images, 0.05, key) used to mean 5 % of mean|A x|; now `noise` is absolute and
+    # keyword-only, so the old positional call cannot silently change meaning
+    op = ij.operators.Mask(jnp.ones((4, 4)))
+    images = jnp.ones((1, 4, 4))
+    with pytest.raises(TypeError, match=r"measure: `noise` is keyword-only and absolute.*relative_noise=0.05"):
+        measure(op, images, 0.05, jax.random.key(0))
+    with pytest.raises(TypeError, match=r"supervised_loss: `noise` is keyword-only and absolute"):
+        ij.learned.supervised_loss(op, 0.05)
+    with pytest.raises(TypeError, match=r"supervised_loss: `noise` is keyword-only"):
+        ij.learned.supervised_loss(op, noise=0.05, relative=False)
+    with pytest.raises(TypeError, match=r"measure: give exactly one of `noise` \(absolute\) and `relative_noise`"):
+        measure(op, images, key=jax.random.key(0), noise=0.1, relative_noise=0.1)
+    with pytest.raises(ValueError, match=r"supervised_loss: `noise` must be a finite float >= 0, got -1"):
+        ij.learned.supervised_loss(op, noise=-1)

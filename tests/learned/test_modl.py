@@ -14,7 +14,7 @@ import pytest
 import invjax as ij
 from invjax.learned.networks.dncnn import DnCNN
 from invjax.learned.networks.modl import MoDL
-from invjax.learned.training.mri_data import brain_slices, coil_sensitivities, variable_density_mask
+from invjax.learned import brain_slices, coil_sensitivities, variable_density_mask
 
 N = 8
 

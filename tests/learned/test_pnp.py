@@ -11,7 +11,7 @@ import scipy.linalg
 
 import invjax as ij
 from invjax.learned.networks.dncnn import DnCNN
-from invjax.learned.priors.pnp import HQS, DenoiserPrior, PnP, admm_contraction, hqs_contraction
+from invjax.learned import HQS, DenoiserPrior, PnP, admm_contraction, hqs_contraction
 
 N = 16
 A_CROSS = 0.05  # psf [[0,a,0],[a,1-4a,a],[0,a,0]]: symbol 1 - 4a + 2a(cos w1 + cos w2) in [1 - 8a, 1]

@@ -195,12 +195,21 @@ MODELS = {  # name: (build, apply)
     "deq-downsample": (lambda: ij.learned.DEQ(ij.operators.Downsample((8, 8), 2), width=4, depth=2, op_norm=2.0, key=_K),
                        lambda m: m(m.op(_IMG))),
     "deq-ct": (lambda: ij.learned.DEQ(_CT(), width=4, depth=2, max_iters=20, op_norm=8.0, key=_K), lambda m: m(m.op(_IMG))),
+    "drunet": (lambda: ij.learned.DRUNet(widths=(2, 2, 2, 2), blocks=1, key=_K), lambda m: m.denoise(_IMG, 0.1)),
+    "lpd-convolution": (lambda: ij.learned.LearnedPrimalDual(ij.operators.Convolution(_psf(), (8, 8)), iterations=2,
+                                                             width=4, op_norm=1.0, key=_K), lambda m: m(m.op(_IMG))),
+    "lpd-mask": (lambda: ij.learned.LearnedPrimalDual(ij.operators.Mask(_IMG > 0.3), iterations=2, width=4, op_norm=1.0,
+                                                      key=_K), lambda m: m(m.op(_IMG))),
+    "modl-convolution": (lambda: ij.learned.MoDL(ij.operators.Convolution(_psf(), (8, 8)), iterations=2, cg_iters=3,
+                                                 depth=2, width=4, key=_K), lambda m: m(m.op(_IMG))),
+    "modl-ct": (lambda: ij.learned.MoDL(_CT(), iterations=2, cg_iters=3, depth=2, width=4, key=_K), lambda m: m(m.op(_IMG))),
 }
 
 
 # each kind once in the default suite; the other operators and variants (the CT-bound LPD is also
 # test_unrolled's round trip) in the slow one: building the networks compiles their initialisers
-SLOW_KINDS = {"dncnn-blind-sn", "lpd-ct", "modl-single-coil", "deq-convolution", "deq-downsample"}
+SLOW_KINDS = {"dncnn-blind-sn", "lpd-ct", "modl-single-coil", "deq-convolution", "deq-downsample", "lpd-convolution",
+              "modl-convolution", "modl-ct"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_KINDS else n for n in MODELS])

@@ -223,6 +223,40 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
         train(net, loss, data, opt, -1, key=jax.random.PRNGKey(2))
 
 
+class _Bound(eqx.Module):
+    """A minimal reconstruction model bound to an operator: x = scale * A^H y."""
+
+    op: object
+    scale: jax.Array
+
+    def __call__(self, y):
+        return self.scale * jnp.real(self.op.T(y))
+
+
+def test_operator_arrays_are_not_trained_by_default():
+    # an MRI mask held by the model is data: with weight decay, training it would shrink it
+    # towards 0 (zero gradient, decayed all the same); the default filter_spec leaves it alone
+    import invjax as ij
+
+    mask = (np.random.default_rng(0).random((8, 8)) > 0.5).astype(np.float32)
+    model = _Bound(ij.operators.CartesianMRI(mask), jnp.asarray(0.5, jnp.float32))
+    images = jnp.asarray(np.random.default_rng(1).random((2, 8, 8)), jnp.float32)
+    loss = ij.learned.supervised_loss(model.op, noise=0.01)
+    opt = optax.adamw(1e-2, weight_decay=0.5)
+    data = lambda key, step: images  # noqa: E731
+
+    trained, hist = train(model, loss, data, opt, 3, key=jax.random.PRNGKey(0), progress=False)
+    np.testing.assert_array_equal(np.asarray(trained.op.mask), mask)  # bit for bit
+    assert float(trained.scale) != 0.5 and hist.loss[-1] < hist.loss[0]
+    assert [bool(b) for b in jax.tree.leaves(ij.learned.trainable(model))] == [False, True]
+    # asking for every inexact array trains the mask too: it is no longer the sampling pattern
+    everything, _ = train(model, loss, data, opt, 3, key=jax.random.PRNGKey(0), progress=False,
+                          filter_spec=eqx.is_inexact_array)
+    assert np.abs(np.asarray(everything.op.mask) - mask).max() > 1e-3
+    with pytest.raises(TypeError, match=r"train: `filter_spec` must be a callable leaf -> bool or a pytree prefix"):
+        train(model, loss, data, opt, 1, key=jax.random.PRNGKey(0), progress=False, filter_spec=(True, False, True))
+
+
 def test_typed_keys_resume_and_progress_with_and_without_tqdm(tmp_path, monkeypatch):
     net, loss, data, opt = _tiny_setup()
     bars = []

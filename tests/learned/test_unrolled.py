@@ -168,7 +168,7 @@ def test_save_load_round_trip(tmp_path):
 def test_training_reduces_the_loss_and_resumes_bit_identically(tmp_path):
     op = _ct(16, 6)
     net = LearnedPrimalDual(op, iterations=2, width=8, key=jax.random.key(6))
-    loss = ij.learned.supervised_loss(op, 0.01)
+    loss = ij.learned.supervised_loss(op, relative_noise=0.01)
     batch = ij.phantoms.random_ellipses(jax.random.key(8), 16, 2)
     data = lambda key, step: batch  # noqa: E731  (one batch: the loss must fall)
     opt = optax.adam(1e-2)
@@ -189,7 +189,7 @@ def test_shipped_lpd_ct64_reconstructs_shepp_logan_far_better_than_fbp():
     meta = ij.learned.metadata("lpd-ct64")
     assert meta["steps"] > 0 and "trained_with" in meta
     x = jnp.stack([ij.phantoms.shepp_logan(64), ij.phantoms.random_ellipses(jax.random.key(9), 64, 1)[0]])
-    ys = ij.learned.measure(op, x, 0.05, jax.random.key(10))
+    ys = ij.learned.measure(op, x, key=jax.random.key(10), relative_noise=0.05)
     out = eqx.filter_jit(jax.vmap(net))(ys)
     for i in range(2):
         fbp = float(ij.metrics.psnr(ij.operators.fbp(op, ys[i]), x[i], data_range=1.0))

@@ -43,23 +43,20 @@ of nullspace content is shrunk by up to a factor ``q``. A bound closer to 1 (say
 lets the network reproduce more of it, and costs forward and adjoint iterations (about
 ``log(tol) / log(q)`` for the plain iteration; Anderson needs far fewer).
 
-**Forward**: Anderson acceleration (type II, Walker & Ni, SIAM J. Numer. Anal. 49(4), 2011) of
-the fixed-point iteration, in one ``lax.while_loop``: with the last ``m = memory`` iterates
-``x_i`` and values ``f_i = f(x_i)``, the next iterate is ``sum_i alpha_i f_i`` with ``alpha``
-minimising ``||sum_i alpha_i (f_i - x_i)||`` subject to ``sum_i alpha_i = 1`` (a Tikhonov-
-regularised ``m x m`` system); ``memory=1`` is the plain iteration ``x <- f(x)``. It stops when
-the relative residual ``||f(x) - x|| / ||x||`` is at most ``tol`` or after ``max_iters`` updates,
-and returns that ``x`` with its residual (:class:`DEQStats`).
+**Forward**: Anderson acceleration (:func:`invjax.solvers.anderson`; type II, Walker & Ni,
+SIAM J. Numer. Anal. 49(4), 2011) of the fixed-point iteration, in one ``lax.while_loop``; it
+stops when the relative residual ``||f(x) - x|| / ||x||`` is at most ``tol`` or after
+``max_iters`` updates, and :meth:`DEQ.solve` returns that ``x`` with its residual
+(:class:`DEQStats`). A solve that ends above ``10 * tol`` follows the ``failure`` policy
+(raise by default), never silently.
 
-**Backward** (implicit differentiation, as in Bai, Kolter & Koltun, NeurIPS 2019): at the fixed
-point ``dx* = (I - J_x)^{-1} J_theta dtheta``, so a cotangent ``g`` of ``x*`` becomes
-``J_theta^T u`` with ``u`` the solution of the adjoint fixed-point equation
-``u = g + J_x^T u``. ``J_x`` is a contraction like ``f``, so this linear fixed point is solved by
-the same Anderson iteration (on a linear map Anderson with full memory is equivalent to GMRES,
-Walker & Ni 2011), one vector-Jacobian product per iteration. Nothing of the forward iterations
+**Derivatives** (implicit differentiation, as in Bai, Kolter & Koltun, NeurIPS 2019), through
+the solvers' fixed-point layer :func:`invjax.solvers.fixed_point`: at the fixed point
+``dx* = (I - J_x)^{-1} J_theta dtheta``, one linear solve (``lineax.GMRES``, one Jacobian
+product of ``f`` per iteration) per derivative; forward mode (``jax.jvp``) solves with
+``I - J_x``, reverse mode (``jax.grad``) with its transpose. Nothing of the forward iterations
 is stored: memory does not grow with ``max_iters``. The derivative is exact only at an exact
 fixed point; with ``tol`` it is accurate to about ``tol``. ``stats`` are not differentiated.
-Reverse mode only: the equilibrium solve has a custom VJP (no ``jax.jvp``).
 """
 
 from __future__ import annotations
@@ -70,15 +67,17 @@ from typing import Callable, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from ..._misc import positive_int, real_in
+from ...solvers.fixed_point import fixed_point
 from ...operators.base import LinearOperator, default_float
 from ._conv import conv2d, hwio
 from .dncnn import DnCNN
 
-__all__ = ["DEQ", "DEQStats", "anderson"]
+__all__ = ["DEQ", "DEQStats"]
 
 _WHO = "DEQ"
+_FAILURES = ("raise", "nan", "ignore")
 _NORM_MARGIN = 1.01  # power iteration approaches ||A|| from below
 
 
@@ -96,95 +95,12 @@ class DEQStats(NamedTuple):
     converged: jax.Array
 
 
-# ---- Anderson acceleration ----------------------------------------------------------------------
-def _relative_residual(x, fx):
-    diff = jnp.linalg.norm((fx - x).ravel())
-    scale = jnp.linalg.norm(x.ravel())
-    return jnp.where(scale > 0, diff / jnp.where(scale > 0, scale, 1), diff)
-
-
-def anderson(
-    fn: Callable[[jax.Array], jax.Array],
-    x0: jax.Array,
-    *,
-    memory: int = 5,
-    max_iters: int = 100,
-    tol: float = 1e-3,
-    mixing: float = 1.0,
-    regularization: float = 1e-4,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    r"""Fixed point of ``fn`` by Anderson-accelerated iteration (type II), in one ``while_loop``.
-
-    With the last ``m`` iterates ``x_i`` and ``f_i = fn(x_i)``, ``G`` the ``m x n`` matrix of
-    residuals ``f_i - x_i``, the weights are ``alpha = w / sum(w)`` with
-    ``(G G^T + lambda I) w = 1`` (the minimiser of ``||G^T alpha||`` over ``sum alpha = 1``,
-    regularised by ``lambda = regularization * max_i ||f_i - x_i||^2``), and the next iterate is
-    ``mixing * sum_i alpha_i f_i + (1 - mixing) * sum_i alpha_i x_i``. Before ``m`` iterates exist
-    the missing ones get weight 0. ``memory=1`` is the (damped) plain iteration.
-
-    Args:
-        fn: ``x -> fn(x)``, an array of ``x0``'s shape and dtype.
-        x0: the start.
-        memory: ``m >= 1`` (static, default 5).
-        max_iters: most updates (static, default 100).
-        tol: stop when ``||fn(x) - x|| / ||x|| <= tol`` (default 1e-3).
-        mixing: ``beta`` in ``(0, 1]`` (default 1).
-        regularization: relative Tikhonov weight of the least-squares system (default 1e-4).
-
-    Returns:
-        ``(x, residual, iterations)``: the last iterate, its relative residual
-        ``||fn(x) - x|| / ||x||`` and the number of updates (int32).
-    """
-    x0 = jnp.asarray(x0)
-    dtype = x0.dtype
-    f0 = fn(x0)
-    X = jnp.zeros((memory, x0.size), dtype).at[0].set(x0.ravel())
-    F = jnp.zeros((memory, x0.size), dtype).at[0].set(f0.ravel())
-
-    def cond(state):
-        k, _, res, _, _ = state
-        return (k < max_iters) & (res > tol)  # False for a NaN residual: a failed solve stops
-
-    def body(state):
-        k, _, _, X, F = state
-        if memory == 1:
-            alpha = jnp.ones((1,), dtype)
-        else:
-            valid = jnp.arange(memory) < jnp.minimum(k + 1, memory)
-            G = (F - X) * valid[:, None].astype(dtype)
-            H = G @ G.T
-            scale = jnp.max(jnp.diag(H))
-            lam = regularization * jnp.where(scale > 0, scale, 1)
-            # missing entries: an identity row and a zero right-hand side give them weight 0
-            H = H + jnp.diag(lam + (~valid).astype(dtype))
-            w = jnp.linalg.solve(H, valid.astype(dtype))
-            alpha = w / jnp.sum(w)
-        x_new = mixing * (alpha @ F) + (1 - mixing) * (alpha @ X) if mixing != 1 else alpha @ F
-        x_new = x_new.reshape(x0.shape).astype(dtype)
-        f_new = fn(x_new)
-        slot = (k + 1) % memory
-        X = X.at[slot].set(x_new.ravel())
-        F = F.at[slot].set(f_new.ravel())
-        return k + 1, x_new, _relative_residual(x_new, f_new), X, F
-
-    state = (jnp.asarray(0, jnp.int32), x0, _relative_residual(x0, f0), X, F)
-    k, x, res, _, _ = jax.lax.while_loop(cond, body, state)
-    return x, res, k
-
-
-# ---- the iteration map and its implicit derivative ----------------------------------------------
+# ---- the iteration map ---------------------------------------------------------------------------
 class _Config(NamedTuple):
-    """Static settings of the solve (hashable)."""
+    """Static settings of the map (hashable)."""
 
     relaxation: float
     lipschitz: float
-    memory: int
-    max_iters: int
-    tol: float
-    mixing: float
-    regularization: float
-    backward_max_iters: int
-    backward_tol: float
 
 
 def _map(params, x, y, op, cfg: _Config):
@@ -200,56 +116,7 @@ def _map(params, x, y, op, cfg: _Config):
     return (1 - cfg.relaxation) * z + (cfg.relaxation * cfg.lipschitz) * h[0, :, :, 0]
 
 
-def _forward(diff, x0, op, cfg: _Config):
-    params, y = diff
-    return anderson(lambda x: _map(params, x, y, op, cfg), x0, memory=cfg.memory, max_iters=cfg.max_iters,
-                    tol=cfg.tol, mixing=cfg.mixing, regularization=cfg.regularization)
-
-
-@eqx.filter_custom_vjp
-def _equilibrium(diff, x0, op, cfg):
-    return _forward(diff, x0, op, cfg)
-
-
-@_equilibrium.def_fwd
-def _equilibrium_fwd(perturbed, diff, x0, op, cfg):
-    out = _forward(diff, x0, op, cfg)
-    return out, out[0]
-
-
-@_equilibrium.def_bwd
-def _equilibrium_bwd(x_star, grad_obj, perturbed, diff, x0, op, cfg):
-    params, y = diff
-    g = grad_obj[0]
-    if g is None:
-        return jax.tree_util.tree_map(lambda _: None, perturbed)
-    _, vjp_x = jax.vjp(lambda x: _map(params, x, y, op, cfg), x_star)
-    # the adjoint equation u = g + J_x^T u: a fixed point of a linear contraction
-    u, _, _ = anderson(lambda u: g + vjp_x(u)[0], g, memory=cfg.memory, max_iters=cfg.backward_max_iters,
-                       tol=cfg.backward_tol, mixing=cfg.mixing, regularization=cfg.regularization)
-    _, vjp_theta = jax.vjp(lambda p, yy: _map(p, x_star, yy, op, cfg), params, y)
-    grads = vjp_theta(u)
-    return jax.tree_util.tree_map(lambda d, p: d if p else None, grads, perturbed)
-
-
 # ---- the model ----------------------------------------------------------------------------------
-def _positive_int(value, name, minimum=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{_WHO}: `{name}` must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _real_in(value, name, low, high, *, low_open=True, high_open=False) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{_WHO}: `{name}` must be a float, got {value!r}") from err
-    ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
-        value < high if high_open else value <= high)
-    if not ok:
-        interval = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
-        raise ValueError(f"{_WHO}: `{name}` must lie in {interval}, got {value!r}")
-    return value
 
 
 class DEQ(eqx.Module):
@@ -275,12 +142,18 @@ class DEQ(eqx.Module):
         memory: Anderson memory (default 5; 1 = plain iteration).
         mixing: Anderson damping ``beta`` in ``(0, 1]`` (default 1).
         regularization: relative Tikhonov weight of Anderson's least squares (default 1e-4).
-        backward_max_iters: most iterations of the adjoint solve (default ``max_iters``).
-        backward_tol: tolerance of the adjoint solve (default ``tol``).
+        backward_max_iters: most Jacobian products of each derivative's linear solve (default
+            ``max_iters``).
+        backward_tol: relative residual of each derivative's linear solve (default ``tol``).
         init: the start ``x0``: ``"adjoint"`` (default, ``eta A^T y``, the first gradient step
             from zero), ``"zeros"``, or a callable ``(op, y) -> x0`` (e.g.
             :func:`~invjax.operators.fbp`). The fixed point does not depend on it (only the
             number of iterations does) and no gradient flows through it.
+        failure: what a forward solve whose residual ends above ``10 * tol``, or a derivative
+            solve above ``10 * backward_tol``, does: ``"raise"`` (default;
+            ``equinox.EquinoxRuntimeError`` at run time, naming the residual reached), ``"nan"``
+            (a NaN reconstruction or derivative) or ``"ignore"`` (the last iterate). Whatever the
+            policy, :meth:`solve` reports the forward residual and ``converged``.
         power_iters, spectral_grid: settings of the spectral normalisation (defaults 30, 16;
             see :func:`~invjax.learned.networks.dncnn.conv_operator_norm`).
         dtype: parameter dtype (default float32). At call time parameters are cast to the data's
@@ -289,13 +162,12 @@ class DEQ(eqx.Module):
 
     Call: ``model(y)`` with ``y`` of shape ``op.out_shape`` returns ``x*`` of shape
     ``op.in_shape`` in ``y``'s floating dtype; ``model.solve(y, x0=None)`` returns
-    ``(x, DEQStats)``. Batches: ``jax.vmap(model)(ys)``. Works under ``jit``, ``vmap`` and
-    reverse-mode ``grad`` (through the implicit backward pass; forward mode is not supported).
+    ``(x, DEQStats)``. Batches: ``jax.vmap(model)(ys)``. Works under ``jit``, ``vmap``, ``grad``
+    and ``jax.jvp`` (implicit derivatives, :func:`invjax.solvers.fixed_point`).
 
-    Training with :func:`~invjax.learned.train`: on batches of clean images ``(B, H, W)``,
-
-    >>> model = DEQ(op, key=jax.random.key(0))
-    >>> model, hist = train(model, supervised_loss(op, 0.05), data, optax.adam(1e-3), steps, key=k)
+    Training with :func:`~invjax.learned.train` on batches of clean images ``(B, H, W)``:
+    ``train(model, supervised_loss(op, relative_noise=0.05), data, optax.adam(1e-3), steps,
+    key=k)``.
 
     Raises:
         TypeError: ``op`` not a real ``LinearOperator``; non-float settings.
@@ -305,10 +177,11 @@ class DEQ(eqx.Module):
             shape.
 
     Example:
-        >>> op = ij.operators.ParallelBeam2D((64, 64), np.linspace(0, np.pi, 30, endpoint=False))
-        >>> model = DEQ(op, key=jax.random.key(0))
-        >>> x, stats = model.solve(op(ij.phantoms.shepp_logan(64)))
-        >>> stats.residual, stats.iterations
+        >>> op = ij.operators.Mask(jnp.ones((16, 16)).at[::2].set(0.0))
+        >>> model = ij.learned.DEQ(op, width=4, depth=2, op_norm=1.0, key=jax.random.key(0))
+        >>> x, stats = model.solve(op(ij.phantoms.shepp_logan(16)))
+        >>> x.shape, bool(stats.converged)
+        ((16, 16), True)
     """
 
     network: DnCNN
@@ -324,6 +197,7 @@ class DEQ(eqx.Module):
     backward_max_iters: int = eqx.field(static=True)
     backward_tol: float = eqx.field(static=True)
     init: str | Callable = eqx.field(static=True)
+    failure: str = eqx.field(static=True, default="raise")
 
     def __init__(
         self,
@@ -343,38 +217,42 @@ class DEQ(eqx.Module):
         backward_max_iters: int | None = None,
         backward_tol: float | None = None,
         init: str | Callable = "adjoint",
+        failure: str = "raise",
         power_iters: int = 30,
         spectral_grid: int = 16,
         dtype=jnp.float32,
         key,
     ):
         _check_operator(op)
-        lipschitz = _real_in(lipschitz, "lipschitz", 0.0, 1.0, high_open=True)
-        self.relaxation = _real_in(relaxation, "relaxation", 0.0, 1.0)
-        self.max_iters = _positive_int(max_iters, "max_iters")
-        self.tol = _real_in(tol, "tol", 0.0, math.inf, low_open=False, high_open=True)
-        self.memory = _positive_int(memory, "memory")
-        self.mixing = _real_in(mixing, "mixing", 0.0, 1.0)
-        self.regularization = _real_in(regularization, "regularization", 0.0, math.inf, low_open=False,
+        lipschitz = real_in(lipschitz, "lipschitz", _WHO, 0.0, 1.0, high_open=True)
+        self.relaxation = real_in(relaxation, "relaxation", _WHO, 0.0, 1.0)
+        self.max_iters = positive_int(max_iters, "max_iters", _WHO)
+        self.tol = real_in(tol, "tol", _WHO, 0.0, math.inf, low_open=False, high_open=True)
+        self.memory = positive_int(memory, "memory", _WHO)
+        self.mixing = real_in(mixing, "mixing", _WHO, 0.0, 1.0)
+        self.regularization = real_in(regularization, "regularization", _WHO, 0.0, math.inf, low_open=False,
                                        high_open=True)
-        self.backward_max_iters = self.max_iters if backward_max_iters is None else _positive_int(
-            backward_max_iters, "backward_max_iters")
-        self.backward_tol = self.tol if backward_tol is None else _real_in(
-            backward_tol, "backward_tol", 0.0, math.inf, low_open=False, high_open=True)
+        self.backward_max_iters = self.max_iters if backward_max_iters is None else positive_int(
+            backward_max_iters, "backward_max_iters", _WHO)
+        self.backward_tol = self.tol if backward_tol is None else real_in(
+            backward_tol, "backward_tol", _WHO, 0.0, math.inf, low_open=False, high_open=True)
         if not (callable(init) or init in ("adjoint", "zeros")):
             raise ValueError(f"{_WHO}: `init` must be 'adjoint', 'zeros' or a callable (op, y) -> x0, got {init!r}")
         self.init = init
+        if failure not in _FAILURES:
+            raise ValueError(f"{_WHO}: `failure` must be one of {_FAILURES}, got {failure!r}")
+        self.failure = failure
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"{_WHO}: `dtype` must be a real floating dtype, got {dtype.name}")
         if op_norm is None:
             op_norm = _NORM_MARGIN * float(op.norm(iters=100))
-        self.op_norm = _real_in(op_norm, "op_norm", 0.0, math.inf, high_open=True)
+        self.op_norm = real_in(op_norm, "op_norm", _WHO, 0.0, math.inf, high_open=True)
         step_max = 2.0 / self.op_norm**2
-        step = 0.5 * step_max if step is None else _real_in(step, "step", 0.0, step_max, high_open=True)
+        step = 0.5 * step_max if step is None else real_in(step, "step", _WHO, 0.0, step_max, high_open=True)
         p = step / step_max
         self.step_logit = jnp.asarray(math.log(p / (1 - p)), dtype)
-        self.network = DnCNN(1, _positive_int(depth, "depth"), _positive_int(width, "width"), spectral_norm=True,
+        self.network = DnCNN(1, positive_int(depth, "depth", _WHO), positive_int(width, "width", _WHO), spectral_norm=True,
                              lipschitz=lipschitz, power_iters=power_iters, spectral_grid=spectral_grid, dtype=dtype,
                              key=key)
         self.op = op
@@ -396,8 +274,7 @@ class DEQ(eqx.Module):
         return 1.0 - self.relaxation * (1.0 - self.lipschitz)
 
     def _config(self) -> _Config:
-        return _Config(self.relaxation, self.lipschitz, self.memory, self.max_iters, self.tol, self.mixing,
-                       self.regularization, self.backward_max_iters, self.backward_tol)
+        return _Config(self.relaxation, self.lipschitz)
 
     def _params(self, dtype):
         """The parameters as applied: normalised kernels (channels-last, ``(kh, kw, C_in, C_out)``),
@@ -478,6 +355,9 @@ def _solve(model: DEQ, y, x0):
     x0 = jax.lax.stop_gradient(x0)
     # the operator is held, not learned: its array leaves (a mask, a matrix) get zero gradient
     op = jax.tree_util.tree_map(lambda leaf: jax.lax.stop_gradient(leaf) if eqx.is_array(leaf) else leaf, model.op)
-    x, res, iters = _equilibrium((params, y), x0, op, model._config())
-    res = jax.lax.stop_gradient(res)
-    return x, DEQStats(iterations=iters, residual=res, converged=res <= model.tol)
+    cfg = model._config()
+    x, stats = fixed_point(lambda diff, x: _map(diff[0], x, diff[1], op, cfg), (params, y), x0, memory=model.memory,
+                           max_iters=model.max_iters, tol=model.tol, mixing=model.mixing,
+                           regularization=model.regularization, adjoint_tol=model.backward_tol,
+                           adjoint_max_iters=model.backward_max_iters, failure=model.failure, who=_WHO)
+    return x, DEQStats(iterations=stats.iterations, residual=stats.residual, converged=stats.converged)

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...operators.base import concrete_or_none, default_float
+from ..._misc import positive_int
+from ...operators.base import concrete_or_none
 from ._conv import conv2d, hwio
 from .._denoise import check_images, check_sigma, restore
 
@@ -118,12 +119,6 @@ def _phases(kh: int, kw: int, grid: int) -> np.ndarray:
     return phase.reshape(len(w1) * len(w2), len(q1) * len(q2))
 
 
-def _positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"DnCNN: `{name}` must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class DnCNN(eqx.Module):
     r"""Residual CNN denoiser ``D(y) = y - N(y)`` (Zhang et al., IEEE TIP 2017), batch-norm free.
 
@@ -182,8 +177,10 @@ class DnCNN(eqx.Module):
     ``jax.vmap(net)(ys, sigmas)`` (or ``in_axes=(0, None)`` for one ``sigma``).
 
     Example:
-        >>> net = DnCNN(depth=5, width=16, noise_level_input=True, key=jax.random.PRNGKey(0))
-        >>> x = net.denoise(jnp.zeros((32, 32)), 0.1)      # (32, 32) float32
+        >>> net = ij.learned.DnCNN(depth=2, width=4, noise_level_input=True, key=jax.random.key(0))
+        >>> x = net.denoise(jnp.full((2, 16, 16), 0.5), 0.1)      # a batch of two images
+        >>> x.shape, x.dtype
+        ((2, 16, 16), dtype('float32'))
     """
 
     weights: tuple[jax.Array, ...]
@@ -210,9 +207,9 @@ class DnCNN(eqx.Module):
         dtype=jnp.float32,
         key,
     ):
-        channels = _positive_int(channels, "channels")
-        depth = _positive_int(depth, "depth")
-        width = _positive_int(width, "width")
+        channels = positive_int(channels, "channels", "DnCNN")
+        depth = positive_int(depth, "depth", "DnCNN")
+        width = positive_int(width, "width", "DnCNN")
         for name, flag in (("noise_level_input", noise_level_input), ("spectral_norm", spectral_norm), ("bias", bias)):
             if not isinstance(flag, bool):
                 raise TypeError(f"DnCNN: `{name}` must be a bool, got {flag!r}")
@@ -242,8 +239,8 @@ class DnCNN(eqx.Module):
         self.noise_level_input = noise_level_input
         self.spectral_norm = spectral_norm
         self.lipschitz = lipschitz
-        self.power_iters = _positive_int(power_iters, "power_iters")
-        self.spectral_grid = _positive_int(spectral_grid, "spectral_grid", 5)
+        self.power_iters = positive_int(power_iters, "power_iters", "DnCNN")
+        self.spectral_grid = positive_int(spectral_grid, "spectral_grid", "DnCNN", 5)
 
     @property
     def depth(self) -> int:
@@ -256,39 +253,41 @@ class DnCNN(eqx.Module):
         return self.lipschitz if self.spectral_norm else None
 
     # ---- input checks ---------------------------------------------------------------------------
-    def _image(self, y):
-        y = jnp.asarray(y)
-        if jnp.issubdtype(y.dtype, jnp.complexfloating):
-            raise TypeError(f"DnCNN: `y` must be real, got dtype {y.dtype.name}")
-        if not jnp.issubdtype(y.dtype, jnp.floating):
-            y = y.astype(default_float())
-        if y.ndim == 2 and self.channels == 1:
-            return y[None], True
-        if y.ndim == 3 and y.shape[0] == self.channels:
-            return y, False
-        expected = "(H, W) or (1, H, W)" if self.channels == 1 else f"({self.channels}, H, W)"
-        raise ValueError(f"DnCNN: `y` must have shape {expected} (channels={self.channels}), got shape {y.shape}")
+    def _image(self, y, who):
+        """One image through the checks of the denoiser contract: ``(C, H, W)`` and whether the
+        caller gave ``(H, W)``."""
+        img, batch = check_images(y, channels=self.channels, who=who)
+        one = self.channels == 1 and jnp.ndim(y) == 3 and jnp.shape(y)[0] == 1  # (1, H, W): one image
+        if batch is not None and not one:
+            expected = "(H, W) or (1, H, W)" if self.channels == 1 else f"({self.channels}, H, W)"
+            raise ValueError(f"{who}: `y` must be one image of shape {expected} (channels={self.channels}), got "
+                             f"shape {tuple(jnp.shape(y))}; for a batch use DnCNN.denoise(y, sigma)")
+        return img[0], jnp.ndim(y) == 2
 
-    def _sigma(self, sigma, y):
-        """``sigma`` as a ``(1, H, W)`` map in ``y``'s dtype (``None`` stays ``None``)."""
+    def _sigma(self, sigma, y, who):
+        """``sigma`` as a ``(1, H, W)`` map in ``y``'s dtype (``None`` stays ``None``): a scalar
+        checked as every denoiser's (finite, ``> 0``, ``<= 1``), or a per-pixel map (``>= 0``,
+        ``<= 1``)."""
         if sigma is None:
             if self.noise_level_input:
-                raise TypeError("DnCNN: `sigma` is required (the network has a noise-level input), got None")
+                raise TypeError(f"{who}: `sigma` is required (the network has a noise-level input), got None")
             return None
+        hw = y.shape[1:]
+        if jnp.ndim(sigma) == 0:
+            return jnp.broadcast_to(check_sigma(sigma, who, None).astype(y.dtype), (1,) + hw)
         s = jnp.asarray(sigma)
         if jnp.issubdtype(s.dtype, jnp.complexfloating):
-            raise TypeError(f"DnCNN: `sigma` must be real, got dtype {s.dtype.name}")
-        hw = y.shape[1:]
-        if s.shape not in ((), hw, (1,) + hw):
-            raise ValueError(f"DnCNN: `sigma` must be a scalar or have shape {hw} or {(1,) + hw}, got shape {s.shape}")
+            raise TypeError(f"{who}: `sigma` must be real, got dtype {s.dtype.name}")
+        if s.shape not in (hw, (1,) + hw):
+            raise ValueError(f"{who}: `sigma` must be a scalar or have shape {hw} or {(1,) + hw}, got shape {s.shape}")
         value = concrete_or_none(s)
-        if value is not None and (not np.all(np.isfinite(value)) or np.any(value < 0)):
-            shown = value.item() if value.ndim == 0 else f"an array with min {np.nanmin(value)}"
-            raise ValueError(f"DnCNN: `sigma` must be finite and >= 0, got {shown}")
+        if value is not None and (not np.all(np.isfinite(value)) or np.any(value < 0) or np.any(value > 1)):
+            raise ValueError(f"{who}: a `sigma` map must be finite, >= 0 and <= 1 (noise standard deviations on the "
+                             f"[0, 1] image scale), got values in [{np.nanmin(value)}, {np.nanmax(value)}]")
         return jnp.broadcast_to(s.astype(y.dtype), (1,) + hw)
 
-    def _noise_map(self, sigma, img):
-        s = self._sigma(sigma, img)  # checked also when the network is blind
+    def _noise_map(self, sigma, img, who):
+        s = self._sigma(sigma, img, who)  # checked also when the network is blind
         return s if self.noise_level_input else None
 
     # ---- the network ----------------------------------------------------------------------------
@@ -309,14 +308,14 @@ class DnCNN(eqx.Module):
 
     def residual(self, y, sigma=None) -> jax.Array:
         """``N(y)``, the predicted noise (shape and dtype of ``y``)."""
-        img, squeeze = self._image(y)
-        out = _residual(self, img, self._noise_map(sigma, img))
+        img, squeeze = self._image(y, "DnCNN.residual")
+        out = _residual(self, img, self._noise_map(sigma, img, "DnCNN.residual"))
         return out[0] if squeeze else out
 
     def __call__(self, y, sigma=None) -> jax.Array:
         """The denoised image ``y - N(y)`` (see the class docstring for shapes)."""
-        img, squeeze = self._image(y)
-        out = img - _residual(self, img, self._noise_map(sigma, img))
+        img, squeeze = self._image(y, "DnCNN")
+        out = img - _residual(self, img, self._noise_map(sigma, img, "DnCNN"))
         return out[0] if squeeze else out
 
     def denoise(self, y, sigma=None) -> jax.Array:

@@ -24,18 +24,12 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from ..._misc import positive_int
 from ._conv import conv2d, pixel_shuffle, pixel_unshuffle
 from .._denoise import check_images, check_sigma, restore
 
 __all__ = ["FFDNet"]
-
-
-def _positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"FFDNet: `{name}` must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class FFDNet(eqx.Module):
@@ -63,9 +57,9 @@ class FFDNet(eqx.Module):
     channels: int = eqx.field(static=True)
 
     def __init__(self, channels: int = 1, depth: int = 15, width: int = 64, *, dtype=jnp.float32, key):
-        channels = _positive_int(channels, "channels")
-        depth = _positive_int(depth, "depth", 2)
-        width = _positive_int(width, "width")
+        channels = positive_int(channels, "channels", "FFDNet")
+        depth = positive_int(depth, "depth", "FFDNet", 2)
+        width = positive_int(width, "width", "FFDNet")
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"FFDNet: `dtype` must be a real floating dtype, got {dtype.name}")

@@ -22,8 +22,8 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from ..._misc import positive_int
 from ...operators.base import LinearOperator
 from ...solvers.linear import cg
 from .dncnn import DnCNN
@@ -31,12 +31,6 @@ from .dncnn import DnCNN
 __all__ = ["MoDL"]
 
 _DIFFS = ("unroll", "implicit")
-
-
-def _count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"MoDL: `{name}` must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _is_complex(dtype) -> bool:
@@ -175,8 +169,8 @@ class MoDL(eqx.Module):
         key=None,
     ):
         self.op = _check_op(op)
-        self.iterations = _count(iterations, "iterations")
-        self.cg_iters = _count(cg_iters, "cg_iters")
+        self.iterations = positive_int(iterations, "iterations", "MoDL")
+        self.cg_iters = positive_int(cg_iters, "cg_iters", "MoDL")
         if diff not in _DIFFS:
             raise ValueError(f"MoDL: `diff` must be one of {_DIFFS}, got {diff!r}")
         self.diff = diff
@@ -192,8 +186,8 @@ class MoDL(eqx.Module):
         self.log_lam = jnp.asarray(math.log(lam_value), dtype)
         channels = self.channels
         if denoiser is None:
-            depth = _count(depth, "depth", 2)
-            width = _count(width, "width")
+            depth = positive_int(depth, "depth", "MoDL", 2)
+            width = positive_int(width, "width", "MoDL")
             if key is None:
                 raise ValueError("MoDL: `key` (a jax.random key) is required to initialise the default denoiser")
             net = DnCNN(channels, depth, width, dtype=dtype, key=key)
@@ -280,7 +274,7 @@ class MoDL(eqx.Module):
             ``(H, W)`` image, complex for a complex operator, in the precision of ``y``.
         """
         y, op = self._inputs(y, op)
-        k = self.iterations if iterations is None else _count(iterations, "iterations")
+        k = self.iterations if iterations is None else positive_int(iterations, "iterations", "MoDL")
         return _reconstruct(self, y, op, k)
 
 

@@ -28,20 +28,14 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from ..._misc import positive_int
 from ...operators.base import LinearOperator, default_float
 from ._conv import conv2d, hwio
 
 __all__ = ["LearnedPrimalDual"]
 
 _WHO = "LearnedPrimalDual"
-
-
-def _positive_int(value, name, minimum=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{_WHO}: `{name}` must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _is_complex(dtype) -> bool:
@@ -165,11 +159,11 @@ class LearnedPrimalDual(eqx.Module):
         key,
     ):
         img_c, data_c = _layout(op)
-        self.iterations = _positive_int(iterations, "iterations")
-        self.n_primal = _positive_int(n_primal, "n_primal")
-        self.n_dual = _positive_int(n_dual, "n_dual")
-        self.width = _positive_int(width, "width")
-        self.depth = _positive_int(depth, "depth", 2)
+        self.iterations = positive_int(iterations, "iterations", _WHO)
+        self.n_primal = positive_int(n_primal, "n_primal", _WHO)
+        self.n_dual = positive_int(n_dual, "n_dual", _WHO)
+        self.width = positive_int(width, "width", _WHO)
+        self.depth = positive_int(depth, "depth", _WHO, 2)
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"{_WHO}: `dtype` must be a real floating dtype, got {dtype.name}")

@@ -3,14 +3,13 @@ regularizer (:class:`ConvexRidge`, with its :class:`LinearSpline` profiles) and 
 a plug-and-play proximal step (:class:`DenoiserPrior`, alias :data:`PnP`, with the contraction
 factors of its convergence statement)."""
 
-from .pnp import HQS, DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
+from .pnp import DenoiserPrior, PnP, admm_contraction, fbs_contraction, hqs_contraction
 from .ridge import ConvexRidge
 from .spline import LinearSpline
 
 __all__ = [
     "ConvexRidge",
     "DenoiserPrior",
-    "HQS",
     "LinearSpline",
     "PnP",
     "admm_contraction",

@@ -57,19 +57,15 @@ and ``D`` is ``(1 + eps)``-Lipschitz, and let ``f = ½||A x - y||²`` with the s
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
+from typing import Callable, ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 
 from ...functionals import Functional
 from ...functionals._validate import as_input, check_step, safe_sqrt
-from ...solvers import ADMM
-from ...solvers.driver import relative_change
 
-__all__ = ["PnP", "DenoiserPrior", "HQS", "admm_contraction", "fbs_contraction", "hqs_contraction"]
+__all__ = ["PnP", "DenoiserPrior", "admm_contraction", "fbs_contraction", "hqs_contraction"]
 
 
 class _FunctionDenoiser(eqx.Module):
@@ -107,12 +103,20 @@ class DenoiserPrior(Functional):
     class.
 
     Example:
-        >>> net = DnCNN(depth=5, width=16, noise_level_input=True, key=jax.random.PRNGKey(0))
-        >>> problem = ij.Problem(A, y, regularizer=DenoiserPrior(net), weight=0.01**2)
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, (16, 16))
+        >>> smooth = lambda v, sigma: 0.5 * v + 0.25 * (jnp.roll(v, 1, 0) + jnp.roll(v, -1, 0))
+        >>> problem = ij.Problem(A, A(jnp.ones((16, 16))), regularizer=ij.learned.DenoiserPrior(smooth), weight=0.01)
         >>> x = ij.solve(problem, ij.solvers.ADMM(rho=1.0, adapt_iters=0, tol=1e-4)).x
+        >>> x.shape
+        (16, 16)
+
+        A network: ``DenoiserPrior(ij.learned.pretrained("dncnn"))`` (its ``denoise``).
     """
 
     denoiser: Callable
+    # solvers of a relaxed problem (HQS) accept only plug-and-play regularisers: they ask for this
+    # flag rather than the class, which lives in a layer above them
+    plug_and_play: ClassVar[bool] = True
 
     def __init__(self, denoiser):
         if not callable(denoiser) and not callable(getattr(denoiser, "denoise", None)):
@@ -170,59 +174,6 @@ class DenoiserPrior(Functional):
 
 
 PnP = DenoiserPrior
-
-
-class HQS(ADMM):
-    r"""Half-quadratic splitting (Geman & Yang, IEEE TIP 1995), the PnP-HQS of Zhang et al.
-    ("Learning deep CNN denoiser prior for image restoration", CVPR 2017), with fixed ``rho``:
-
-    .. math:: x_{k+1} = \arg\min_x \tfrac12\|A x - y\|^2 + \tfrac\rho2 \|x - z_k\|^2, \qquad
-              z_{k+1} = \operatorname{prox}_{w R / \rho}(x_{k+1})
-              \;(= D(x_{k+1}, \sqrt{w/\rho}) \text{ for a denoiser prior}).
-
-    This is :class:`~invjax.solvers.ADMM` without the dual update (relaxation 1, ``u = 0``), and
-    shares its x-step (FFT or preconditioned CG) and settings; ``rho`` must be given, and the
-    penalty never adapts (``adapt_iters`` is ignored). It minimises the relaxed objective
-    ``½||A x - y||² + w R(z) + (rho/2)||x - z||²``, not the problem's own, so it accepts only a
-    :class:`DenoiserPrior` regulariser with a scalar weight, the fidelity ``½||A x - y||²`` and no
-    constraint (for a convex regulariser use ADMM).
-    Stops when the relative change of ``z`` falls below ``tol``. With a denoiser whose residual
-    is ``eps``-Lipschitz and ``A^T A >= mu I`` it converges linearly when
-    :func:`hqs_contraction` ``< 1``. Implicit derivatives are not available (``diff="unroll"``).
-
-    Args:
-        rho: the penalty, ``> 0`` (required).
-        (the remaining settings as for ADMM: ``cg_iters``, ``cg_tol``, ``max_iters``, ``tol``,
-        ``check_every``, ``diff``, ...)
-    """
-
-    def __check_init__(self):
-        if self.rho is None:
-            raise ValueError("HQS: `rho` must be given (a number > 0), got None")
-
-    def validate(self, problem):
-        if not problem.scalar_weight:
-            raise TypeError(f"HQS needs a scalar `weight`, got shape {problem.weight.shape}")
-        if not self._split(problem)[0]:
-            raise TypeError(f"HQS needs the fidelity SquaredL2() (unweighted), got {type(problem.fidelity).__name__}")
-        if not isinstance(problem.regularizer, DenoiserPrior) or problem.constraint is not None:
-            reg = type(problem.regularizer).__name__
-            raise TypeError(
-                f"HQS needs a DenoiserPrior regulariser and no constraint, got regulariser {reg} and constraint "
-                f"{type(problem.constraint).__name__}: it solves a relaxed problem (use ADMM)"
-            )
-        super().validate(problem)
-
-    def step(self, problem, state):
-        _, terms = self._split(problem)
-        zero = tuple(jnp.zeros_like(z) for z in state.z)
-        x, k = self._x_step(problem, state.z, zero, state.rho, state.x, state.consts)
-        z = tuple(t.func.prox(t.op.mv(x), 1 / state.rho) for _, t in terms)
-        return dataclasses.replace(state, x=x, z=z, k=state.k + 1, inner=state.inner + k)
-
-    def checked_step(self, problem, state):
-        new = self.step(problem, state)
-        return new, relative_change(new.z, state.z)
 
 
 def admm_contraction(eps, rho, mu, L, relaxation: float = 1.0) -> float:

@@ -88,6 +88,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..._misc import shape2
 from ...functionals.base import Functional
 from ...functionals._validate import as_input, check_step
 from ...operators.base import concrete_or_none
@@ -269,7 +270,7 @@ class ConvexRidge(Functional):
     def operator_norm(self, shape=None) -> jax.Array:
         """``||W||``: exact for circular convolution on images of ``shape`` ``(H, W)``; with
         ``shape=None`` an upper bound valid for every image size (module docstring)."""
-        shape = None if shape is None else _shape2(shape)
+        shape = None if shape is None else shape2(shape, "shape", "ConvexRidge.operator_norm")
         return jnp.sqrt(_jit_bounds(self, shape, self.kernels[0].dtype)[0])
 
     @property
@@ -727,8 +728,3 @@ def _check_key(key):
     return arr
 
 
-def _shape2(shape):
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"ConvexRidge.operator_norm: `shape` must be (H, W) with H, W >= 1, got {shape}")
-    return shape

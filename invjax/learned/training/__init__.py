@@ -2,16 +2,15 @@
 (image folders and scikit-image's images, patches; MRI slices of a brain template)."""
 
 from .data import BUNDLED, load_images, patch_data, patches, split, stack
-from .loop import CHECKPOINT_NAME, History, train
+from .loop import CHECKPOINT_NAME, History, train, trainable
 from .losses import denoising_loss, denoising_validation, measure, reconstruction_loss, supervised_loss
-from .mri_data import brain_slices, coil_sensitivities, variable_density_mask
+from .mri_data import brain_slices
 
 __all__ = [
     "BUNDLED",
     "CHECKPOINT_NAME",
     "History",
     "brain_slices",
-    "coil_sensitivities",
     "denoising_loss",
     "denoising_validation",
     "load_images",
@@ -23,5 +22,5 @@ __all__ = [
     "stack",
     "supervised_loss",
     "train",
-    "variable_density_mask",
+    "trainable",
 ]

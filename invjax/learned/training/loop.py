@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["History", "train", "CHECKPOINT_NAME"]
+__all__ = ["History", "train", "trainable", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.eqx"
 _MAGIC = b"invjax-checkpoint\n"
@@ -190,17 +190,50 @@ def _sharding():
     return len(devices), jax.sharding.NamedSharding(mesh, P("batch")), jax.sharding.NamedSharding(mesh, P())
 
 
+def trainable(model) -> Any:
+    """The default ``filter_spec`` of :func:`train`: ``True`` at every inexact-array leaf of
+    ``model`` except those of the operators it holds (:class:`~invjax.operators.LinearOperator`
+    submodules: a CT geometry, an MRI mask and coil maps, a PSF), ``False`` elsewhere.
+
+    Arguments:
+        model: a pytree (an equinox module).
+
+    Returns:
+        A pytree of bools of ``model``'s structure, for ``eqx.partition`` / ``eqx.filter``.
+
+    Example:
+        >>> op = ij.operators.Mask(jnp.ones((8, 8)))
+        >>> spec = ij.learned.trainable((op, jnp.zeros(3)))
+        >>> jax.tree.leaves(spec)
+        [False, True]
+    """
+    from ...operators.base import LinearOperator
+
+    def leaf(x):
+        if isinstance(x, LinearOperator):
+            return jax.tree.map(lambda _: False, x)
+        return eqx.is_inexact_array(x)
+
+    return jax.tree.map(leaf, model, is_leaf=lambda x: isinstance(x, LinearOperator))
+
+
 @eqx.filter_jit
-def _step(model, opt_state, batch, key, loss, optimizer, replicated, state=None, stateful=False):
+def _step(model, opt_state, batch, key, loss, optimizer, replicated, spec, state=None, stateful=False):
+    params, frozen = eqx.partition(model, spec)
     if stateful:
-        (value, (state, aux)), grads = eqx.filter_value_and_grad(loss, has_aux=True)(model, batch, key, state)
+        def objective(params, batch, key, state):
+            return loss(eqx.combine(params, frozen), batch, key, state)
+
+        (value, (state, aux)), grads = eqx.filter_value_and_grad(objective, has_aux=True)(params, batch, key, state)
         state = jax.lax.stop_gradient(state)
     else:
-        value, grads = eqx.filter_value_and_grad(loss)(model, batch, key)
+        def objective(params, batch, key):
+            return loss(eqx.combine(params, frozen), batch, key)
+
+        value, grads = eqx.filter_value_and_grad(objective)(params, batch, key)
         aux = None
-    params = eqx.filter(model, eqx.is_inexact_array)
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    model = eqx.apply_updates(model, updates)
+    model = eqx.combine(eqx.apply_updates(params, updates), frozen)
     # keep the parameters replicated (the gradient is already reduced over the batch shards)
     model, opt_state = eqx.filter_shard((model, opt_state), replicated)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.abs(g) ** 2) for g in jax.tree_util.tree_leaves(grads)))
@@ -223,6 +256,7 @@ def train(
     config: dict | None = None,
     state: Any = None,
     callback: Callable[..., bool | None] | None = None,
+    filter_spec=None,
 ):
     """Train ``model`` for ``steps`` optimisation steps; resumable (see the module docstring).
 
@@ -233,8 +267,7 @@ def train(
         model, opt_state = optimizer step
 
     Args:
-        model: an equinox module; its inexact-array leaves are trained
-            (``eqx.filter(model, eqx.is_inexact_array)``).
+        model: an equinox module; the leaves that ``filter_spec`` selects are trained.
         loss: ``loss(model, batch, key) -> scalar``, jit-compatible (e.g. :func:`denoising_loss`).
         data: ``data(key, step) -> batch``, a pytree of arrays with the batch along axis 0 (e.g.
             :func:`invjax.learned.training.data.patch_data`). It must be a pure function of its arguments
@@ -266,6 +299,12 @@ def train(
             each step's update with the step's index, the updated model, the loss (at the model
             before the update), the gradient's Euclidean norm and ``aux`` (``None`` without
             ``state``); returning ``True`` stops the run after that step (default: none).
+        filter_spec: which leaves are trained, as for ``eqx.partition(model, filter_spec)``: a
+            callable ``leaf -> bool`` or a pytree prefix of ``model`` of bools/callables. Default
+            :func:`trainable`: every inexact array except the arrays of the operators the model
+            holds (an MRI mask, coil maps, a PSF are data, not parameters: weight decay would
+            corrupt them). ``eqx.is_inexact_array`` trains those too. The rest of the model is
+            held fixed and receives no optimizer state.
 
     Returns:
         ``(model, history)``: the trained model and a :class:`History`.
@@ -276,10 +315,17 @@ def train(
             ``config``.
 
     Example:
-        >>> net = DnCNN(depth=5, width=16, key=jax.random.PRNGKey(0))
-        >>> data = patch_data(load_images(), size=40, batch=16)
-        >>> net, hist = train(net, denoising_loss(0.1), data, optax.adam(1e-3), 1000,
-        ...                   key=jax.random.PRNGKey(1), checkpoint_dir="runs/dncnn")
+        >>> import optax
+        >>> data = lambda key, step: jax.random.uniform(key, (2, 16, 16))     # (batch, H, W)
+        >>> loss = lambda scale, batch, key: jnp.mean((scale * batch - 0.5 * batch) ** 2)
+        >>> scale, hist = ij.learned.train(jnp.asarray(1.0), loss, data, optax.sgd(0.5), 20,
+        ...                                key=jax.random.key(1), progress=False)
+        >>> print(f"{float(scale):.2f}", hist.loss.shape)
+        0.50 (20,)
+
+        For a denoiser: ``train(ij.learned.DnCNN(key=k), denoising_loss(25 / 255),
+        patch_data(load_images(folder), size=40, batch=16), optax.adam(1e-3), 20000, key=k,
+        checkpoint_dir="runs/dncnn")`` (resumable).
     """
     for name, value, low in (("steps", steps, 0), ("checkpoint_every", checkpoint_every, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -297,7 +343,12 @@ def train(
     stateful = state is not None
 
     n_dev, batch_sharding, replicated = _sharding()
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    spec = trainable(model) if filter_spec is None else filter_spec
+    try:
+        opt_state = optimizer.init(eqx.filter(model, spec))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"train: `filter_spec` must be a callable leaf -> bool or a pytree prefix of the model "
+                        f"of bools and callables (see eqx.partition): {err}") from err
     key_raw, typed = _key_data(key)
     start = 0
     history = {"loss": np.zeros((0,)), "validation_steps": np.zeros((0,), np.int64), "validation": np.zeros((0,))}
@@ -363,7 +414,7 @@ def train(
             data_key, loss_key = jax.random.split(jax.random.fold_in(key, step))
             batch = shard(data(data_key, step))
             model, opt_state, value, state, aux, grad_norm = _step(
-                model, opt_state, batch, loss_key, loss, optimizer, replicated, state, stateful
+                model, opt_state, batch, loss_key, loss, optimizer, replicated, spec, state, stateful
             )
             losses.append(float(value))
             done = step + 1

@@ -39,9 +39,12 @@ def denoising_loss(sigma: float | tuple[float, float]) -> Callable:
             never 0).
 
     Example:
-        >>> loss = denoising_loss((0.0, 50 / 255))
-        >>> net = FFDNet(depth=4, width=16, key=jax.random.PRNGKey(0))
-        >>> value = loss(net, jnp.full((4, 32, 32), 0.5), jax.random.PRNGKey(1))   # a scalar
+        >>> loss = ij.learned.denoising_loss((0.0, 50 / 255))
+        >>> shrink = lambda y, sigma: 0.5 + 0.9 * (y - 0.5)        # a plain callable "denoiser"
+        >>> loss(shrink, jnp.full((2, 16, 16), 0.5), jax.random.key(1)).shape     # a scalar
+        ()
+
+        With a network: ``loss(ij.learned.FFDNet(key=k), batch, key)`` (its ``denoise``).
     """
     lo, hi = (sigma, sigma) if np.ndim(sigma) == 0 else tuple(sigma)
     if not (0 <= lo <= hi and hi > 0 and np.isfinite(hi)):
@@ -113,21 +116,57 @@ def reconstruction_loss(make_problem: Callable, solver, op, noise: float, loss: 
     return value
 
 
-def supervised_loss(op, noise: float, *, relative: bool = True) -> Callable:
+_MOVED_NOISE = ("`noise` is keyword-only and absolute (the noise standard deviation, as in reconstruction_loss); "
+                "pass noise=0.05 for a standard deviation of 0.05, or relative_noise=0.05 for the former default "
+                "rule sigma_b = 0.05 * mean|A x_b|")
+
+
+def _noise_level(who, args, noise, relative_noise, relative):
+    if args or relative is not None:
+        raise TypeError(f"{who}: {_MOVED_NOISE}")
+    if (noise is None) == (relative_noise is None):
+        raise TypeError(f"{who}: give exactly one of `noise` (absolute) and `relative_noise` (a fraction of mean|A x|)")
+    value, name = (noise, "noise") if noise is not None else (relative_noise, "relative_noise")
+    if not (isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value) and value >= 0):
+        raise ValueError(f"{who}: `{name}` must be a finite float >= 0, got {value!r}")
+    return float(value), relative_noise is not None
+
+
+def supervised_loss(op, *args, noise: float | None = None, relative_noise: float | None = None,
+                    relative=None) -> Callable:
     r"""``loss(model, batch, key)`` for a reconstruction network (``LearnedPrimalDual``,
     ``MoDL``, ``DEQ``, or any ``model(y) -> x``) trained end to end on simulated data:
 
     .. math:: \frac{1}{B} \sum_b \|N_\theta(A x_b + s_b n_b) - x_b\|^2 / n, \qquad
-              s_b = \text{noise} \cdot \operatorname{mean}|A x_b| \;(\text{relative})
-              \text{ or } \text{noise},
+              s_b = \text{noise} \;\text{ or }\; \text{relative\_noise} \cdot \operatorname{mean}|A x_b|,
 
     over a batch of clean images ``x`` ``(B,) + op.in_shape``, with fresh noise ``n_b`` from
-    ``key`` (complex Gaussian with ``E|n|^2 = 1`` for complex data). ``relative=True`` is the
-    rule of Adler & Öktem (2018): 5 % of the mean absolute measurement is ``noise=0.05``. The
+    ``key`` (complex Gaussian with ``E|n|^2 = 1`` for complex data, see :func:`measure`). The
     model is called on the whole batch with ``jax.vmap(model)``.
+
+    Arguments:
+        op: the forward operator ``A``.
+        noise: the noise standard deviation ``s_b = noise`` (absolute, keyword-only), or
+        relative_noise: ``s_b = relative_noise * mean|A x_b|``, per image (the rule of Adler &
+            Öktem 2018: 5 % of the mean absolute measurement is ``relative_noise=0.05``).
+            Exactly one of the two.
+
+    Returns:
+        ``loss(model, batch, key) -> scalar``.
+
+    Raises:
+        TypeError: neither or both noise levels; a positional noise level or ``relative=``
+            (the former signature, whose positional ``noise`` was relative by default).
+        ValueError: a negative or non-finite level; at call, a batch of the wrong shape.
+
+    Example:
+        >>> A = ij.operators.Mask(jnp.ones((8, 8)))
+        >>> loss = ij.learned.supervised_loss(A, noise=0.01)
+        >>> value = loss(lambda y: y, jnp.zeros((2, 8, 8)), jax.random.key(0))
+        >>> bool(0 < value < 1e-3)
+        True
     """
-    if not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"supervised_loss: `noise` must be a finite float >= 0, got {noise!r}")
+    level, rel = _noise_level("supervised_loss", args, noise, relative_noise, relative)
     in_shape = tuple(op.in_shape)
 
     def value(model, batch, key):
@@ -136,18 +175,51 @@ def supervised_loss(op, noise: float, *, relative: bool = True) -> Callable:
             raise ValueError(
                 f"supervised_loss: the batch must have shape (B,) + {in_shape} (op.in_shape), got {batch.shape}"
             )
-        y = measure(op, batch, noise, key, relative=relative)
+        y = _measure(op, batch, level, rel, key)
         return jnp.mean(jnp.abs(jax.vmap(model)(y) - batch) ** 2)
 
     return value
 
 
-def measure(op, images, noise: float, key, *, relative: bool = True) -> jax.Array:
-    """Noisy measurements ``A x_b + s_b n_b`` of a batch ``(B,) + op.in_shape`` (see
-    :func:`supervised_loss` for ``s_b``): ``(B,) + op.out_shape``."""
+def measure(op, images, *args, key=None, noise: float | None = None, relative_noise: float | None = None,
+            relative=None) -> jax.Array:
+    r"""Noisy measurements ``y_b = A x_b + s_b n_b`` of a batch of images.
+
+    ``n_b ~ N(0, I)`` (complex data: ``(n_1 + i n_2) / sqrt(2)``, so ``E|n|^2 = 1``), with
+    ``s_b = noise`` or ``s_b = relative_noise * mean|A x_b|`` (per image).
+
+    Arguments:
+        op: the forward operator ``A``.
+        images: ``(B,) + op.in_shape``.
+        key: a ``jax.random`` key (keyword, required).
+        noise: the absolute noise standard deviation (keyword-only), or
+        relative_noise: the standard deviation as a fraction of each image's ``mean|A x_b|``.
+            Exactly one of the two.
+
+    Returns:
+        ``(B,) + op.out_shape`` in the measurement dtype.
+
+    Raises:
+        TypeError: neither or both noise levels, no key, or the former positional signature
+            ``measure(op, images, noise, key, relative=True)`` (its noise was relative by
+            default).
+
+    Example:
+        >>> A = ij.operators.Mask(jnp.ones((4, 4)))
+        >>> y = ij.learned.measure(A, jnp.ones((2, 4, 4)), key=jax.random.key(0), relative_noise=0.05)
+        >>> y.shape
+        (2, 4, 4)
+    """
+    level, rel = _noise_level("measure", args, noise, relative_noise, relative)
+    if key is None:
+        raise TypeError("measure: `key` (a jax.random key, keyword) is required")
+    return _measure(op, jnp.asarray(images), level, rel, key)
+
+
+def _measure(op, images, level, relative, key):
     clean = jax.vmap(op)(images)
     axes = tuple(range(1, clean.ndim))
-    scale = noise * (jnp.mean(jnp.abs(clean), axis=axes, keepdims=True) if relative else 1.0)
+    scale = level * (jnp.mean(jnp.abs(clean), axis=axes, keepdims=True) if relative else 1.0)
     if jnp.iscomplexobj(clean):
         k1, k2 = jax.random.split(key)
         real = jnp.real(clean).dtype
