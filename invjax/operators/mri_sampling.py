@@ -67,7 +67,7 @@ def coil_sensitivities(
     is the identity under full sampling (the "SENSE-normalised" convention). One coil gives a
     pure smooth phase map ``|S_1| = 1``.
 
-    Args:
+    Arguments:
         n: image side (int >= 2).
         coils: number of coils ``C`` (int >= 1, default 8).
         key: optional ``jax.random`` key: jitter the coil angles (up to a quarter of their
@@ -79,6 +79,11 @@ def coil_sensitivities(
 
     Returns:
         Complex array ``(C, n, n)``.
+
+    Raises:
+        ValueError: ``n < 2``, ``coils < 1``, a non-positive ``radius``/``width`` or a
+            non-finite ``phase``.
+        TypeError: a real ``dtype``.
 
     Example:
         >>> S = ij.operators.coil_sensitivities(32, 8)
@@ -148,7 +153,7 @@ def variable_density_mask(
     chosen columns, so ``mask.mean() == L / n`` exactly (``1 / acceleration`` when it divides
     ``n``).
 
-    Args:
+    Arguments:
         n: side of k-space (int >= 2).
         acceleration: undersampling factor ``> 1`` (default 4); at most ``n``.
         key: ``jax.random`` key (keyword, required). The mask is a pure function of it, and
@@ -163,6 +168,11 @@ def variable_density_mask(
 
     Returns:
         ``(n, n)`` array of 0 and 1.
+
+    Raises:
+        ValueError: ``acceleration`` outside ``(1, n]``, ``center_fraction`` outside ``[0, 1)``
+            or asking for more centre lines than the acceleration allows, a negative ``power``,
+            or no ``key``.
 
     Example:
         >>> m = ij.operators.variable_density_mask(64, 4, key=jax.random.PRNGKey(0))

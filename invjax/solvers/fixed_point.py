@@ -48,10 +48,17 @@ _RESTART = 20  # GMRES restart length of the derivative solves
 class FixedPointStats(eqx.Module):
     """What a fixed-point solve reports (arrays; one entry per item under ``vmap``).
 
-    Attributes:
+    Returned by :func:`fixed_point` (not built by hand).
+
+    Arguments:
         iterations: updates of the iterate (int32; ``f`` was evaluated ``iterations + 1`` times).
         residual: ``||f(x) - x|| / ||x||`` at the returned ``x`` (``||f(x) - x||`` if ``x = 0``).
         converged: ``residual <= tol`` (``False`` for a non-finite residual).
+
+    Example:
+        >>> x, stats = ij.solvers.fixed_point(lambda p, x: 0.5 * x + p, 1.0, jnp.zeros(3), tol=1e-6)
+        >>> bool(stats.converged), bool(jnp.allclose(x, 2.0, atol=1e-4))
+        (True, True)
     """
 
     iterations: Int[Array, ""]
