@@ -34,7 +34,7 @@ checked; ``save(path, load(path))`` rewrites one in the current format.
 Example (saving and loading):
     >>> import invjax as ij
     >>> ij.learned.available()                        # doctest: +SKIP
-    ('crr-nn', 'dncnn', 'lpd-ct64', 'wcrr-nn')
+    ('crr-nn', 'dncnn', 'ffdnet', 'lpd-ct64', 'wcrr-nn')
     >>> model = ij.learned.pretrained("crr-nn")       # doctest: +SKIP
     >>> x_hat = model.denoise(y, 25 / 255)            # doctest: +SKIP
     >>> ij.learned.save("runs/my-dncnn", net, {"steps": 1000})   # doctest: +SKIP
@@ -453,6 +453,9 @@ def pretrained(name: str):
       ``model.denoise(y, sigma)``: ``y`` of shape ``(H, W)`` or ``(B, H, W)``, returns that
       shape; ``sigma`` required; trained on levels uniform in ``(0, 50 / 255]``. Bound to no
       operator; plugs into solvers through :class:`DenoiserPrior`.
+    * ``"ffdnet"``: :class:`FFDNet` (15 layers, width 64, on the four half-resolution
+      sub-images plus a noise-level map), same contract as ``"dncnn"``, trained on levels in
+      ``(0, 60 / 255]``; better than ``"dncnn"`` on the held-out crops (see its JSON's curve).
     * ``"lpd-ct64"``: :class:`LearnedPrimalDual` (10 iterations) bound to
       ``ParallelBeam2D((64, 64), angles=30 equispaced in [0, pi), n_detectors=91,
       detector_spacing=1.0)`` (``model.op``). ``model(y)``: a sinogram ``y`` of shape
@@ -473,7 +476,7 @@ def pretrained(name: str):
     just the message.
 
     Arguments:
-        name: one of :func:`available` (``"crr-nn"``, ``"dncnn"``, ``"lpd-ct64"``, ``"wcrr-nn"``).
+        name: one of :func:`available` (``"crr-nn"``, ``"dncnn"``, ``"ffdnet"``, ``"lpd-ct64"``, ``"wcrr-nn"``).
 
     Returns:
         The model, an equinox module (see the list above for its class and contract).

@@ -14,8 +14,8 @@ import invjax as ij
 from invjax.learned import ConvexRidge, DnCNN
 from tests.registry import OPERATORS, random_input
 
-SHIPPED = ("crr-nn", "dncnn", "wcrr-nn")
-ALL_SHIPPED = ("crr-nn", "dncnn", "lpd-ct64", "wcrr-nn")
+SHIPPED = ("crr-nn", "dncnn", "ffdnet", "wcrr-nn")
+ALL_SHIPPED = ("crr-nn", "dncnn", "ffdnet", "lpd-ct64", "wcrr-nn")
 
 
 def _ridge():
