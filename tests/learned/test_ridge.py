@@ -549,7 +549,7 @@ def test_bad_inputs_raise_clear_errors():
         ConvexRidge(key=jax.random.key(0), strength=0.0)
     with pytest.raises(ValueError, match="`noise_calibration` must be pairs"):
         ConvexRidge(key=jax.random.key(0), noise_calibration=((0.1, 1.0), (0.05, 1.0)))
-    with pytest.raises(ValueError, match=r"`shape` must be \(H, W\)"):
+    with pytest.raises(ValueError, match=r"operator_norm: `shape` must be two ints >= 1 \(H, W\), got \(8,\)"):
         m.operator_norm((8,))
 
 
