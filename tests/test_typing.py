@@ -159,25 +159,27 @@ def _leaf_modules() -> list[str]:
     return sorted(names)
 
 
-def _run(full: bool) -> None:
+def _run(full: bool) -> subprocess.CompletedProcess:
     script = SCRIPT.format(checked=CHECKED, root=str(ROOT), modules=_leaf_modules(), full=full)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
-    assert "typed calls ok" in proc.stdout
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
 
 
 def test_annotations_hold_under_beartype():
     """Each operator, functional, metric, noise model and phantom, real and complex, under
     ``jit`` and inside an ADMM solve, type-checks."""
-    _run(full=False)
+    proc = _run(full=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    assert "typed calls ok" in proc.stdout
 
 
 @pytest.mark.slow
 def test_annotations_hold_everywhere_under_beartype():
     """The same under vmap and grad, float64, three solvers, and every example of the checked
     modules."""
-    _run(full=True)
+    proc = _run(full=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    assert "typed calls ok" in proc.stdout
 
 
 def test_modules_to_check_are_found():
