@@ -57,7 +57,6 @@ KNOWN_FAILING: dict[str, str] = {
     "invjax.learned.priors.spline": _PREDATES,
     "invjax.learned.networks.unrolled": _PREDATES,
     "invjax.solvers.cg": _PREDATES,
-    "invjax.solvers.driver": _PREDATES,
     "invjax.solvers.linear": _PREDATES,
 }
 
@@ -160,7 +159,6 @@ UNDOCUMENTED: dict[str, str] = {
     "invjax.Problem": "lacks Arguments:, Example:",
     "invjax.Solution": "lacks Arguments:, Example:",
     "invjax.UnrollAdjoint": "lacks Arguments:, Example:",
-    "invjax.solve": "lacks Arguments:, Returns:",
     "invjax.solve_batch": "lacks Arguments:, Example:",
     "invjax.demo.run_demo": "lacks Arguments:, Example:",
     "invjax.learned.ConvexRidge": "lacks Arguments:",

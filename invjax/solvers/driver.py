@@ -444,12 +444,49 @@ def _implicit_solve_jvp(solver, primals, tangents):
 
 
 def solve(problem: Problem, solver: IterativeSolver, x0=None, warm_start=None) -> Solution:
-    """Solve ``problem`` with ``solver`` (see :class:`IterativeSolver`).
+    r"""Solve ``problem`` with ``solver``: one compiled loop, differentiable.
+
+    Computes an approximate minimiser of the problem's objective
+
+    .. math:: \hat x = \arg\min_x\; f(Ax, y) + w\, g(x) \;(+\, \iota_C(x)),
+
+    with ``f`` the fidelity (default ``SquaredL2``: ``||Ax - y||^2 / 2``), ``g`` the
+    regularizer, ``w`` the weight and ``C`` an optional constraint, by running
+    ``solver.step`` in a ``lax.while_loop`` until its residual falls below ``solver.tol`` or
+    ``solver.max_iters`` is reached. The solve works under ``jit`` (use
+    ``eqx.filter_jit``: a problem holds arrays), ``vmap`` over data and weights, and
+    ``grad``/``jvp``: derivatives come from the problem's optimality conditions at ``sol.x``
+    (``solver.adjoint``, default :class:`ImplicitAdjoint`) or from unrolling
+    (:class:`UnrollAdjoint`).
+
+    Arguments:
+        problem: an :class:`~invjax.Problem` (operator ``A`` mapping images of shape
+            ``A.in_shape`` to data of shape ``A.out_shape``, data ``y``, regularizer, weight).
+        solver: an invjax solver (``ADMM``, ``PDHG``, ``FISTA``, ``CG``, ``Landweber``, ...)
+            holding ``max_iters``, ``tol`` and its step settings.
+        x0: optional initial image of shape ``A.in_shape`` (default: the solver's start,
+            usually ``A^H y`` scaled or zeros).
+        warm_start: optional ``Solution.state`` of an earlier solve of a problem of the same
+            structure, to continue from (duals and step sizes included).
+
+    Returns:
+        A :class:`Solution`: ``sol.x`` (shape ``A.in_shape``, the working dtype: complex
+        stays complex), ``sol.state`` (for ``warm_start``) and ``sol.stats``
+        (``iterations``, ``converged``, ``residual``, ``status``; ``sol.stats.message`` in
+        words).
+
+    Raises:
+        TypeError: ``solver`` is not an invjax solver, or the solver cannot handle the
+            problem's terms (named at trace time).
+        ValueError: shapes of ``x0`` or the data that do not match the operator.
 
     Example:
-        >>> problem = ij.Problem(op=A, data=y, regularizer=ij.functionals.TV(), weight=0.01)
-        >>> sol = eqx.filter_jit(ij.solve)(problem, ij.solvers.PDHG(max_iters=300, tol=1e-5))
-        >>> sol.x, sol.stats.iterations, sol.stats.converged
+        >>> x = jnp.zeros((16, 16)).at[4:12, 4:12].set(1.0)
+        >>> A = ij.operators.Identity((16, 16))
+        >>> problem = ij.Problem(op=A, data=x, regularizer=ij.functionals.TV(), weight=0.05)
+        >>> sol = eqx.filter_jit(ij.solve)(problem, ij.solvers.PDHG())
+        >>> bool(sol.stats.converged), sol.x.shape
+        (True, (16, 16))
     """
     if not isinstance(solver, IterativeSolver):
         raise TypeError(f"solve: `solver` must be an invjax solver, got {type(solver).__name__}")
