@@ -159,7 +159,6 @@ UNDOCUMENTED: dict[str, str] = {
     "invjax.Problem": "lacks Arguments:, Example:",
     "invjax.Solution": "lacks Arguments:, Example:",
     "invjax.UnrollAdjoint": "lacks Arguments:, Example:",
-    "invjax.solve_batch": "lacks Arguments:, Example:",
     "invjax.demo.run_demo": "lacks Arguments:, Example:",
     "invjax.learned.ConvexRidge": "lacks Arguments:",
     "invjax.learned.DEQ": "lacks Arguments:",
