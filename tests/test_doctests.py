@@ -156,7 +156,6 @@ MY_AREAS = ("invjax.operators", "invjax.functionals", "invjax.metrics", "invjax.
 # Never list a name of MY_AREAS here.
 UNDOCUMENTED: dict[str, str] = {
     "invjax.ImplicitAdjoint": "lacks Arguments:, Example:",
-    "invjax.Problem": "lacks Arguments:, Example:",
     "invjax.Solution": "lacks Arguments:, Example:",
     "invjax.UnrollAdjoint": "lacks Arguments:, Example:",
     "invjax.demo.run_demo": "lacks Arguments:, Example:",

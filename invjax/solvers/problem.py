@@ -31,7 +31,7 @@ class Problem(eqx.Module):
 
     .. math:: \min_x\; F(A x;\, y) + \lambda\, R(x) + \iota_C(x)
 
-    Args:
+    Arguments:
         op: the forward operator ``A`` (``LinearOperator``).
         data: the measurements ``y``, shape ``op.out_shape``.
         regularizer: the functional ``R`` (``None`` for no regulariser).
@@ -47,9 +47,17 @@ class Problem(eqx.Module):
     Solvers ask the problem for its :meth:`terms`: the fidelity ``F(A x; y)``, the regulariser
     as ``g(K x)`` with the weight folded in, and the constraint ``iota_C(I x)``.
 
-    Bad input is caught when the problem is built: ``data`` of the wrong shape, and, when
-    their values are known, a negative or non-finite ``weight`` or non-finite ``data``
-    (``ValueError``). Traced values are checked when the problem is solved.
+    Raises:
+        TypeError: ``op`` not a ``LinearOperator``; complex ``data`` for a real operator.
+        ValueError: ``data`` of the wrong shape, and, when their values are known, a negative
+            or non-finite ``weight`` or non-finite ``data``. Traced values are checked when
+            the problem is solved.
+
+    Example:
+        >>> A = ij.operators.Mask(jnp.ones((8, 8)).at[::2].set(0.0))
+        >>> problem = ij.Problem(op=A, data=jnp.zeros((8, 8)), regularizer=ij.functionals.TV(), weight=0.1)
+        >>> float(problem.weight), len(problem.terms())   # fidelity and regularizer
+        (0.1..., 2)
     """
 
     op: LinearOperator
