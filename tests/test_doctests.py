@@ -155,9 +155,6 @@ MY_AREAS = ("invjax.operators", "invjax.functionals", "invjax.metrics", "invjax.
 # section when this test landed: non-strict expected failures, so each passes once documented.
 # Never list a name of MY_AREAS here.
 UNDOCUMENTED: dict[str, str] = {
-    "invjax.ImplicitAdjoint": "lacks Arguments:, Example:",
-    "invjax.Solution": "lacks Arguments:, Example:",
-    "invjax.UnrollAdjoint": "lacks Arguments:, Example:",
     "invjax.demo.run_demo": "lacks Arguments:, Example:",
     "invjax.learned.ConvexRidge": "lacks Arguments:",
     "invjax.learned.DEQ": "lacks Arguments:",

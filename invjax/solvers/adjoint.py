@@ -40,7 +40,9 @@ class AbstractAdjoint(eqx.Module):
 class ImplicitAdjoint(AbstractAdjoint):
     """Implicit derivatives from the problem's optimality conditions at the solution.
 
-    Args (keyword-only):
+    All arguments are keyword-only.
+
+    Arguments:
         tol: relative residual of the linear solve of each derivative (default ``None``:
             ``1e-2`` in single precision, ``1e-6`` in double; measured on 256² TV deblurring, the
             gradient at ``1e-2`` differs from the one at ``1e-4`` by 0.1 %, far less than the
@@ -55,6 +57,22 @@ class ImplicitAdjoint(AbstractAdjoint):
             (default 1; see :mod:`invjax.solvers.implicit`).
         curvature_cap: the curvature of a non-smooth term on its manifold (``c / |u|`` for a
             norm) is capped at this multiple of the smooth part's mean curvature (default 1e5).
+
+    Raises:
+        ValueError: at construction, a ``tol`` outside ``(0, 1)``, a ``max_iters`` below 1, an
+            unknown ``failure``, a negative ``flat`` or a non-positive ``curvature_cap``.
+
+    Example:
+        For ``min ||x - y||^2 / 2 + w ||x||^2 / 2`` the solution is ``y / (1 + w)``, so
+        ``d sum(x) / dw = -sum(y) / (1 + w)^2`` (= -4 for 16 ones at ``w = 1``):
+
+        >>> A = ij.operators.Identity((4, 4))
+        >>> solver = ij.solvers.FISTA(adjoint=ij.ImplicitAdjoint(tol=1e-4))
+        >>> def total(w):
+        ...     problem = ij.Problem(op=A, data=jnp.ones((4, 4)), regularizer=ij.functionals.SquaredL2(), weight=w)
+        ...     return ij.solve(problem, solver).x.sum()
+        >>> round(float(jax.grad(total)(1.0)), 3)
+        -4.0
     """
 
     kind: ClassVar[str] = "implicit"
@@ -87,12 +105,29 @@ class ImplicitAdjoint(AbstractAdjoint):
 class UnrollAdjoint(AbstractAdjoint):
     """Backpropagation (or forward mode) through the iterations, stopping at convergence.
 
-    Args (keyword-only):
+    All arguments are keyword-only.
+
+    Arguments:
         checkpoints: solver states stored for the backward pass (default ``None``: about
             ``sqrt(max_iters / check_every)``); the iterations between two are recomputed, so
             memory is ``~ checkpoints + max_iters / checkpoints`` states. A number at least the
             number of residual checks (``max_iters / check_every``) stores every block: no
             recomputation.
+
+    Raises:
+        ValueError: at construction, ``checkpoints`` neither ``None`` nor an int >= 1.
+
+    Example:
+        The same derivative as :class:`ImplicitAdjoint`'s example, by differentiating the
+        iterations:
+
+        >>> A = ij.operators.Identity((4, 4))
+        >>> solver = ij.solvers.FISTA(adjoint=ij.UnrollAdjoint(checkpoints=4))
+        >>> def total(w):
+        ...     problem = ij.Problem(op=A, data=jnp.ones((4, 4)), regularizer=ij.functionals.SquaredL2(), weight=w)
+        ...     return ij.solve(problem, solver).x.sum()
+        >>> round(float(jax.grad(total)(1.0)), 3)
+        -4.0
     """
 
     kind: ClassVar[str] = "unroll"

@@ -108,7 +108,24 @@ class Solution(eqx.Module):
 
     With ``diff="implicit"`` only ``x`` (and what is computed from it) has derivatives: the
     derivatives of ``state`` are NaN wherever they are used, never a silent zero (use
-    ``diff="unroll"`` to differentiate the solver's state)."""
+    ``diff="unroll"`` to differentiate the solver's state).
+
+    Arguments:
+        x: the reconstruction, shape ``problem.op.in_shape`` (a leading batch axis under
+            ``vmap``/:func:`solve_batch`).
+        stats: :class:`Stats` (``iterations``, ``converged``, ``residual``, ``status``).
+        state: the solver's final state (duals, step sizes), for ``warm_start``.
+
+    Example:
+        >>> A = ij.operators.Identity((4, 4))
+        >>> problem = ij.Problem(op=A, data=jnp.ones((4, 4)), regularizer=ij.functionals.SquaredL2(), weight=1.0)
+        >>> sol = ij.solve(problem, ij.solvers.FISTA())
+        >>> round(float(sol.x.mean()), 3), bool(sol.stats.converged)
+        (0.5, True)
+        >>> again = ij.solve(problem, ij.solvers.FISTA(), warm_start=sol.state)
+        >>> int(again.stats.iterations) <= int(sol.stats.iterations)
+        True
+    """
 
     x: jax.Array
     stats: Stats
