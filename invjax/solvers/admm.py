@@ -89,7 +89,7 @@ class ADMM(IterativeSolver):
     both relative residuals ``||K x - z|| / max(||K x||, ||z||)`` and
     ``||z - z^-|| / ||u||`` are below ``tol``.
 
-    Args:
+    Arguments:
         rho: initial penalty (``None``: ``10 weight / s``, ``s = max|A^H y| / ||A||²`` the image
             amplitude, so that the shrinkage threshold ``weight / rho`` is a tenth of it).
         relaxation: ``alpha`` in (0, 2) (default 1.7).
@@ -97,6 +97,19 @@ class ADMM(IterativeSolver):
         adapt_factor: the factor of each adaptation, ``> 1`` (default 2).
         cg_iters: conjugate-gradient iterations per x-step at most (default 20).
         cg_tol: the factor by which an x-step reduces its warm-started residual (default 1e-2).
+
+    Raises:
+        ValueError: at construction, a ``relaxation`` outside (0, 2), a non-positive ``rho``,
+            ``cg_iters < 1``, a ``cg_tol`` outside (0, 1), ``adapt_iters < 0`` or ``adapt_factor <= 1``.
+        TypeError: at trace time, a problem with no term to split (use ``CG``).
+
+    Example:
+        >>> x = jnp.zeros((16, 16)).at[4:12, 4:12].set(1.0)
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, shape=(16, 16))
+        >>> problem = ij.Problem(op=A, data=A(x), regularizer=ij.functionals.L1(), weight=1e-3)
+        >>> sol = ij.solve(problem, ij.solvers.ADMM())
+        >>> bool(sol.stats.converged), sol.x.shape
+        (True, (16, 16))
     """
 
     rho: float | None = eqx.field(static=True, default=None)

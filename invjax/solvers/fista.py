@@ -45,7 +45,7 @@ class FISTA(IterativeSolver):
     **Stopping**: the gradient-mapping residual ``||y_k - x_{k+1}|| / ||x_{k+1}||`` (zero only at
     a solution; ``tau`` times the norm of the gradient mapping, relative).
 
-    Args:
+    Arguments:
         step_size: ``tau`` (``None``: ``1 / L`` from ``A.norm()``); must be ``< 2 / L`` (and
             ``<= 1 / L`` for the FISTA rate).
         backtracking: shrink ``tau`` by ``eta`` until the sufficient-decrease condition holds
@@ -54,6 +54,14 @@ class FISTA(IterativeSolver):
         prox_iters: inner iterations of an iterative prox per step with ``diff="unroll"``
             (default 20).
         restart: adaptive restart of the momentum (default ``True``).
+
+    Example:
+        >>> x = jnp.zeros((16, 16)).at[4:12, 4:12].set(1.0)
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, shape=(16, 16))
+        >>> problem = ij.Problem(op=A, data=A(x), regularizer=ij.functionals.TV(), weight=1e-3)
+        >>> sol = ij.solve(problem, ij.solvers.FISTA())
+        >>> bool(sol.stats.converged), sol.x.shape
+        (True, (16, 16))
     """
 
     step_size: float | None = eqx.field(static=True, default=None)

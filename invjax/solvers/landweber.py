@@ -23,8 +23,20 @@ class Landweber(IterativeSolver):
     constraint. ``step_size`` ``tau`` defaults to ``1 / L`` with ``L`` the Lipschitz constant of
     ``grad Phi`` (from ``A.norm()``); an explicit step must satisfy ``0 < tau < 2 / L``.
 
-    Args:
+    Arguments:
         step_size: ``tau`` (``None``: ``1 / L``), ``> 0``.
+
+    Raises:
+        ValueError: at construction, a non-positive ``step_size``.
+        TypeError: at trace time, a non-smooth fidelity or regularizer.
+
+    Example:
+        >>> x = jnp.zeros((16, 16)).at[4:12, 4:12].set(1.0)
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, shape=(16, 16))
+        >>> problem = ij.Problem(op=A, data=A(x), regularizer=ij.functionals.SquaredL2(), weight=1e-3)
+        >>> sol = ij.solve(problem, ij.solvers.Landweber())
+        >>> bool(sol.stats.converged), sol.x.shape
+        (True, (16, 16))
     """
 
     step_size: float | None = eqx.field(static=True, default=None)

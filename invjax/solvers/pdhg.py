@@ -102,7 +102,7 @@ class PDHG(IterativeSolver):
     relative to ``sum_i ||K_i^H p_i^+||`` and ``||(K_i x^+ / n_i)_i||`` give the stopping
     residual (their max).
 
-    Args:
+    Arguments:
         tau, sigma: step sizes (``None``: ``0.99 / L`` each). Given both, ``tau sigma L² < 1``
             is checked at run time; given one, the other is ``0.99 / (given L²)``. With
             ``adaptive=True`` they set the product and the starting ratio.
@@ -112,6 +112,14 @@ class PDHG(IterativeSolver):
         adapt_decay: ``c > 0`` of the harmonic decay of ``theta`` (default 20; ``None``: none).
         norm_iters: power iterations for the block norms ``n_i`` and ``L`` (non-circulant
             operators).
+
+    Example:
+        >>> x = jnp.zeros((16, 16)).at[4:12, 4:12].set(1.0)
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, shape=(16, 16))
+        >>> problem = ij.Problem(op=A, data=A(x), regularizer=ij.functionals.TV(), weight=1e-3)
+        >>> sol = ij.solve(problem, ij.solvers.PDHG())
+        >>> bool(sol.stats.converged), sol.x.shape
+        (True, (16, 16))
     """
 
     # PDHG takes more (cheaper) iterations than ADMM or FISTA: 545 to the default tol on 256² TV
