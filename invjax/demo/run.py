@@ -54,7 +54,7 @@ def run_demo(task_names=tasks.TASKS, size: int = DEFAULT_SIZE, seed: int = 0, ou
              figure: bool = True, progress: bool = True, jobs: int | None = None, stream=None) -> dict:
     """Run the demo and return the record written to ``out/demo.json``.
 
-    Args:
+    Arguments:
         task_names: which of :data:`invjax.demo.tasks.TASKS` to run, in that order.
         size: images are ``size x size`` (``>= 16``).
         seed: seeds the noise, the masks and SURE's probes.

@@ -309,7 +309,7 @@ def save(path, model, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path.eqx`` (its leaves) and ``path.json`` (its structure, the
     SHA-256 of the ``.eqx`` and ``metadata``); ``path`` with or without either suffix.
 
-    Args:
+    Arguments:
         path: where to write; parent folders are created.
         model: an equinox module built from invjax classes: ``ConvexRidge``, ``DnCNN``,
             ``FFDNet``, ``LearnedPrimalDual``, ``MoDL``, ``DEQ`` (bound to any invjax operator),
@@ -1038,7 +1038,7 @@ def _check_level(sigma):
 def import_weights(kind: str, path, *, sigma=None, config=None, bn_eps: float = 1e-5, dtype=jnp.float32):
     r"""An invjax module with the weights of a published model file (nothing is downloaded).
 
-    Args:
+    Arguments:
         kind: ``"dncnn"`` (a PyTorch state dict: KAIR, cszn's port with batch norm, or
             DeepInverse), ``"dncnn-matconvnet"`` (the DnCNN authors' ``.mat``), ``"crr-nn"`` or
             ``"wcrr-nn"`` (the authors' checkpoints; see below), ``"drunet"`` (KAIR's

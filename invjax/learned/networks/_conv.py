@@ -69,7 +69,7 @@ def _conv_same_jvp(primals, tangents):
 def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     """Cross-correlation with zero "same" padding, channels-last, plus an optional bias.
 
-    Args:
+    Arguments:
         x: ``(N, H, W, C_in)`` activations.
         w: ``(kh, kw, C_in, C_out)`` kernel, ``kh`` and ``kw`` odd.
         b: ``(C_out,)`` bias or ``None``.

@@ -127,7 +127,7 @@ class DEQ(eqx.Module):
     (``Lip(f) <= 1 - tau (1 - c) < 1`` for every parameter value), the Anderson forward solve and
     the implicit backward pass (memory independent of the forward iterations).
 
-    Args:
+    Arguments:
         op: the forward :class:`~invjax.operators.LinearOperator`, real, on images ``(H, W)``
             (e.g. :class:`~invjax.operators.ParallelBeam2D`). Its array leaves, if any, are held
             but not differentiated (zero gradient).

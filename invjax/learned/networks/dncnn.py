@@ -52,7 +52,7 @@ def conv_operator_norm(kernel: jax.Array, *, grid: int = 16, iters: int = 30) ->
     constant, as in Miyato et al., ICLR 2018). Cost: one ``(C_in*9) x (C_in*9)`` Gram product and
     ``iters`` products with ``grid * (grid/2 + 1)`` Hermitian ``C_in x C_in`` matrices.
 
-    Args:
+    Arguments:
         kernel: real array ``(C_out, C_in, kh, kw)``.
         grid: frequencies per axis (static int, default 16).
         iters: power iterations per frequency (static int, default 30).
@@ -155,7 +155,7 @@ class DnCNN(eqx.Module):
     ``lipschitz``-Lipschitz: Ryu et al.'s condition for plug-and-play convergence (see
     :mod:`invjax.learned.priors.pnp`) when ``lipschitz < 1``. :attr:`residual_lipschitz` reports it.
 
-    Args:
+    Arguments:
         channels: image channels ``C`` (default 1).
         depth: convolutions ``L >= 1`` (default 17).
         width: feature channels of the hidden layers (default 64).

@@ -33,7 +33,7 @@ def _he(key, shape):
 class DRUNet(eqx.Module):
     r"""DRUNet denoiser ``D(y, sigma)`` (module docstring), bias-free.
 
-    Args:
+    Arguments:
         channels: image channels ``C`` (default 1); the first convolution takes ``C + 1``.
         widths: feature channels of the four scales (default ``(64, 128, 256, 512)``).
         blocks: residual blocks per scale (default 4, as the released models).

@@ -35,7 +35,7 @@ __all__ = ["FFDNet"]
 class FFDNet(eqx.Module):
     r"""FFDNet-style residual denoiser with a noise-level input (see the module docstring).
 
-    Args:
+    Arguments:
         channels: image channels ``C`` (default 1).
         depth: convolutions (default 15, the paper's grayscale network), ``>= 2``.
         width: feature channels of the hidden layers (default 64).
@@ -84,7 +84,7 @@ class FFDNet(eqx.Module):
     def denoise(self, y, sigma) -> jax.Array:
         """The denoised image(s) at noise level ``sigma``.
 
-        Args:
+        Arguments:
             y: float image(s) on the ``[0, 1]`` scale: ``(H, W)`` or ``(B, H, W)`` for a
                 grayscale model, ``(C, H, W)`` or ``(B, C, H, W)`` (any ``H, W >= 2``).
             sigma: noise standard deviation on the same scale, ``0 < sigma <= 1``: a scalar or

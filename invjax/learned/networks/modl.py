@@ -107,7 +107,7 @@ class MoDL(eqx.Module):
     ``stop_gradient``: they are data, not parameters, and get zero gradient in training (with
     decoupled weight decay, e.g. ``optax.adamw``, mask them out of the optimizer).
 
-    Args:
+    Arguments:
         op: a :class:`~invjax.operators.LinearOperator` on 2-D images ``(H, W)``, e.g.
             :class:`~invjax.operators.CartesianMRI` (single- or multi-coil).
         iterations: unrolled iterations ``K`` (int >= 1, default 10 as in the paper).
@@ -264,7 +264,7 @@ class MoDL(eqx.Module):
     def __call__(self, y: jax.Array, op: LinearOperator | None = None, *, iterations: int | None = None) -> jax.Array:
         """The reconstruction ``x_K`` from data ``y`` (shape ``op.out_shape``), see the class doc.
 
-        Args:
+        Arguments:
             y: measurements of one image, shape ``op.out_shape``.
             op: the operator (default the stored ``self.op``), same image shape.
             iterations: override ``K`` for this call (e.g. the paper's curriculum: train with

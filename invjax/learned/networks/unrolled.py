@@ -109,7 +109,7 @@ class LearnedPrimalDual(eqx.Module):
     (the operator's array leaves, if any, e.g. an MRI mask, are not trained: gradients are
     stopped at them).
 
-    Args:
+    Arguments:
         op: the forward :class:`~invjax.operators.LinearOperator`, images ``(H, W)`` real or
             complex, data 2-D or ``(C, H, W)``.
         iterations: unrolled iterations ``I`` (default 10, the paper's).

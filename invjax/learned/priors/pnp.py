@@ -85,7 +85,7 @@ class DenoiserPrior(Functional):
     with ``D(v, sigma)`` a denoiser for noise of standard deviation ``sigma`` (see the module
     docstring for where ``s`` comes from in each solver, and for the convergence conditions).
 
-    Args:
+    Arguments:
         denoiser: a callable ``denoiser(v, sigma) -> x`` of the shape and dtype of ``v`` (for a
             model with a ``denoise(v, sigma)`` method that is called instead), e.g. a
             :class:`~invjax.learned.networks.dncnn.DnCNN`. An equinox module is held as a pytree (its

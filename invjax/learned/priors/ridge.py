@@ -112,7 +112,7 @@ class ConvexRidge(Functional):
     goes, e.g. ``ij.Problem(A, y, ConvexRidge(key=key), weight)`` solved by FISTA (gradient
     steps), ADMM (its prox) or PDHG (the prox of its conjugate, by Moreau).
 
-    Args:
+    Arguments:
         key: a ``jax.random`` key for the initial filters (keyword-only, required).
         channels: the channel counts of the convolution layers, ``channels[0] == 1`` (a
             grayscale image), at least two entries (default ``(1, 8, 32)``: ``1 -> 8 -> 32``).

@@ -66,7 +66,7 @@ class LinearSpline(eqx.Module):
     ``sigma_c(0) = 0`` and ``t sigma_c(t) >= 0``, plus their potentials
     ``psi_c = \int_0^t sigma_c >= 0`` (module docstring).
 
-    Args:
+    Arguments:
         channels: ``C``, the number of splines (int >= 1).
         knots: ``m``, the number of uniform knots on ``[-spline_range, spline_range]``, odd
             (0 is a knot) and >= 3 (default 21).

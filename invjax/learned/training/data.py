@@ -81,7 +81,7 @@ def load_images(
 ):
     """Grayscale images as float32 arrays in ``[0, 1]``.
 
-    Args:
+    Arguments:
         folder: a directory; every file with an image extension (PNG, TIFF, BMP, JPEG, PGM) is
             read, in sorted file-name order. ``None``: images bundled with scikit-image.
         names: with ``folder=None``, which bundled images (default :data:`BUNDLED`:
@@ -128,7 +128,7 @@ def split(images, held_out: int | float = 0.1):
     """``(train, held_out)``: the last images (in the given order, i.e. file-name order from
     :func:`load_images`) are held out.
 
-    Args:
+    Arguments:
         images: a sequence of images.
         held_out: how many to hold out (an int ``>= 1``) or what fraction (a float in (0, 1),
             at least one image).
@@ -203,7 +203,7 @@ def patches(key, images, size: int, batch: int) -> jax.Array:
     of the columns: the rotations by quarter turns and their mirror images). A pure function of
     ``key``: the same key gives the same batch, on any machine.
 
-    Args:
+    Arguments:
         key: ``jax.random`` key (e.g. ``jax.random.fold_in(base_key, step)``).
         images: a list of 2-D images, or a :class:`Stacked` from :func:`stack` (stack once
             when drawing many batches).

@@ -266,7 +266,7 @@ def train(
         value, grads = value_and_grad(loss)(model, batch, loss_key)
         model, opt_state = optimizer step
 
-    Args:
+    Arguments:
         model: an equinox module; the leaves that ``filter_spec`` selects are trained.
         loss: ``loss(model, batch, key) -> scalar``, jit-compatible (e.g. :func:`denoising_loss`).
         data: ``data(key, step) -> batch``, a pytree of arrays with the batch along axis 0 (e.g.

@@ -33,7 +33,7 @@ def denoising_loss(sigma: float | tuple[float, float]) -> Callable:
     batch (the denoiser contract: DnCNN, FFDNet, ConvexRidge, ...), or, for a plain callable
     without ``denoise``, as ``jax.vmap(model)(noisy, sigma_b)``.
 
-    Args:
+    Arguments:
         sigma: the noise standard deviation on the ``[0, 1]`` scale, ``> 0``, or a pair
             ``0 <= sigma_min < sigma_max`` (levels drawn uniformly in ``(sigma_min, sigma_max]``,
             never 0).
@@ -81,7 +81,7 @@ def reconstruction_loss(make_problem: Callable, solver, op, noise: float, loss: 
     the deep-equilibrium training of Goujon, Neumayer & Unser 2024); with ``"unroll"`` by
     backpropagating through the iterations.
 
-    Args:
+    Arguments:
         make_problem: ``(theta, y) -> Problem`` for one image.
         solver: an invjax solver.
         op: the forward operator ``A`` that makes the measurements.

@@ -126,7 +126,7 @@ def brain_slices(
     (linear, anti-aliased) and divided by its own maximum, so that its values lie in
     ``[0, 1]`` with maximum 1 and background 0.
 
-    Args:
+    Arguments:
         n: side of the returned images (int >= 8).
         split: ``"train"``, ``"validation"`` or ``"test"``.
         gap: slices (mm) left out between blocks (int >= 0, default 5).
