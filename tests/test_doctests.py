@@ -51,11 +51,6 @@ KNOWN_SLOW: dict[str, str] = {
 # operators/, functionals/, metrics, noise or phantoms here.
 _PREDATES = "examples written before they ran as doctests (names undefined in the fresh namespace)"
 KNOWN_FAILING: dict[str, str] = {
-    "invjax.learned.networks.ffdnet": _PREDATES,
-    "invjax.learned.networks.modl": _PREDATES,
-    "invjax.learned.training.mri_data": _PREDATES,
-    "invjax.learned.priors.spline": _PREDATES,
-    "invjax.learned.networks.unrolled": _PREDATES,
     "invjax.solvers.cg": _PREDATES,
     "invjax.solvers.linear": _PREDATES,
 }
@@ -156,26 +151,16 @@ MY_AREAS = ("invjax.operators", "invjax.functionals", "invjax.metrics", "invjax.
 # Never list a name of MY_AREAS here.
 UNDOCUMENTED: dict[str, str] = {
     "invjax.demo.run_demo": "lacks Arguments:, Example:",
-    "invjax.learned.ConvexRidge": "lacks Arguments:",
-    "invjax.learned.DEQ": "lacks Arguments:",
     "invjax.learned.DEQStats": "lacks Arguments:, Example:",
     "invjax.learned.DRUNet": "lacks Arguments:, Example:",
-    "invjax.learned.DenoiserPrior": "lacks Arguments:",
-    "invjax.learned.DnCNN": "lacks Arguments:",
-    "invjax.learned.FFDNet": "lacks Arguments:",
     "invjax.learned.History": "lacks Arguments:, Example:",
-    "invjax.learned.LearnedPrimalDual": "lacks Arguments:",
-    "invjax.learned.LinearSpline": "lacks Arguments:",
-    "invjax.learned.MoDL": "lacks Arguments:",
     "invjax.learned.admm_contraction": "lacks Arguments:, Returns:, Example:",
     "invjax.learned.available": "lacks Returns:, Example:",
-    "invjax.learned.brain_slices": "lacks Arguments:",
     "invjax.learned.conv_operator_norm": "lacks Arguments:, Example:",
     "invjax.learned.denoising_loss": "lacks Arguments:, Returns:",
     "invjax.learned.denoising_validation": "lacks Arguments:, Returns:, Example:",
     "invjax.learned.fbs_contraction": "lacks Arguments:, Returns:, Example:",
     "invjax.learned.hqs_contraction": "lacks Arguments:, Returns:, Example:",
-    "invjax.learned.import_weights": "lacks Arguments:",
     "invjax.learned.load": "lacks Arguments:, Returns:, Example:",
     "invjax.learned.load_images": "lacks Arguments:, Example:",
     "invjax.learned.metadata": "lacks Arguments:, Returns:, Example:",
@@ -186,7 +171,6 @@ UNDOCUMENTED: dict[str, str] = {
     "invjax.learned.save": "lacks Arguments:, Example:",
     "invjax.learned.split": "lacks Arguments:, Returns:, Example:",
     "invjax.learned.stack": "lacks Arguments:, Returns:, Example:",
-    "invjax.learned.train": "lacks Arguments:",
     "invjax.sampling.AbstractSampler": "lacks Example:",
     "invjax.sampling.Moments": "lacks Arguments:, Example:",
     "invjax.sampling.Posterior": "lacks Arguments:, Example:",

@@ -46,10 +46,15 @@ class FFDNet(eqx.Module):
     Kernels are stored channels-last, ``(3, 3, C_in, C_out)`` (the layout the convolutions run
     in, :mod:`invjax.learned.networks._conv`).
 
+    Raises:
+        ValueError: ``channels`` or ``width`` below 1, ``depth`` below 2.
+        TypeError: a non-floating ``dtype``.
+
     Example:
-        >>> net = FFDNet(depth=4, width=16, key=jax.random.PRNGKey(0))
-        >>> x = net.denoise(jnp.full((32, 32), 0.5), 0.1)     # (32, 32) float32
-        >>> xs = net.denoise(jnp.full((8, 32, 32), 0.5), 0.1)  # a batch (8, 32, 32)
+        >>> net = ij.learned.FFDNet(depth=2, width=4, key=jax.random.PRNGKey(0))  # tiny, untrained
+        >>> x = net.denoise(jnp.full((3, 15, 16), 0.5), 0.1)  # a batch of three; odd sides work
+        >>> x.shape, x.dtype
+        ((3, 15, 16), dtype('float32'))
     """
 
     weights: tuple[jax.Array, ...]
@@ -97,6 +102,16 @@ class FFDNet(eqx.Module):
             ValueError: a wrong shape (an RGB image to a grayscale model included), values far
                 outside ``[0, 1]``, non-finite pixels, ``sigma`` out of range or shape.
             TypeError: an integer, complex or missing input.
+
+        Example:
+            >>> net = ij.learned.pretrained("ffdnet")  # the shipped network (depth 15, width 64)
+            >>> x = ij.phantoms.shepp_logan(32)
+            >>> y = x + 0.2 * np.random.default_rng(0).standard_normal(x.shape, np.float32)
+            >>> xhat = net.denoise(y, 0.2)
+            >>> xhat.shape, xhat.dtype
+            ((32, 32), dtype('float32'))
+            >>> bool(ij.metrics.psnr(xhat, x) > ij.metrics.psnr(y, x) + 3)  # over 3 dB gained
+            True
         """
         img, batch = check_images(y, channels=self.channels, who="FFDNet.denoise")
         if sigma is None:

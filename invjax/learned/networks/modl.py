@@ -140,11 +140,13 @@ class MoDL(eqx.Module):
             ``op`` that is not a ``LinearOperator``.
 
     Example:
-        >>> mask = variable_density_mask(64, 4, key=jax.random.PRNGKey(0))
-        >>> A = ij.operators.CartesianMRI(mask, sensitivities=coil_sensitivities(64, 8))
-        >>> model = MoDL(A, iterations=10, key=jax.random.PRNGKey(1))
-        >>> x = model(A(x_true))                       # (64, 64) complex64
-        >>> xs = jax.jit(jax.vmap(model))(ys)          # ys: (B, 8, 64, 64)
+        >>> mask = ij.operators.variable_density_mask(16, 2, key=jax.random.PRNGKey(0))
+        >>> A = ij.operators.CartesianMRI(mask)  # single coil: A = M F
+        >>> model = ij.learned.MoDL(A, iterations=1, cg_iters=2, depth=2, width=2,
+        ...                         key=jax.random.PRNGKey(1))  # tiny, untrained
+        >>> x = model(A(ij.phantoms.shepp_logan(16)))
+        >>> x.shape, x.dtype
+        ((16, 16), dtype('complex64'))
     """
 
     op: LinearOperator
@@ -230,7 +232,21 @@ class MoDL(eqx.Module):
         by ``cg_iters`` CG iterations from ``z`` (``lam`` defaults to the learned ``lambda``).
 
         ``z`` has shape ``op.in_shape`` and ``y`` ``op.out_shape``; no input checks (use
-        the model's call for checked input)."""
+        the model's call for checked input).
+
+        Example:
+            From ``z = 0`` the step is ``(A^H A + lambda I)^{-1} A^H y``; for single-coil
+            Cartesian MRI (``A^H A`` projects onto the sampled lines) its sampled k-space is
+            ``y / (1 + lambda)``:
+
+            >>> mask = ij.operators.variable_density_mask(16, 2, key=jax.random.PRNGKey(0))
+            >>> A = ij.operators.CartesianMRI(mask)
+            >>> model = ij.learned.MoDL(A, lam=0.5, denoiser=eqx.nn.Identity())  # no CNN needed here
+            >>> y = A(ij.phantoms.shepp_logan(16))
+            >>> x = model.data_consistency(jnp.zeros((16, 16), jnp.complex64), y)
+            >>> bool(jnp.allclose(A(x), y / 1.5, atol=1e-5))
+            True
+        """
         return _data_consistency(self, z, y, self.op if op is None else op, lam)
 
     def _inputs(self, y, op):

@@ -130,9 +130,19 @@ class LearnedPrimalDual(eqx.Module):
         ``y`` whose shape is not ``op.out_shape``.
 
     Example:
-        >>> op = ij.operators.ParallelBeam2D((64, 64), np.linspace(0, np.pi, 30, endpoint=False))
-        >>> net = LearnedPrimalDual(op, key=jax.random.key(0))
-        >>> x = net(op(ij.phantoms.shepp_logan(64)))          # (64, 64)
+        A new network is ``LearnedPrimalDual(op, key=jax.random.key(0))`` (its random
+        initialisation compiles for seconds, so this example uses the shipped one, trained for
+        64x64 sparse-view CT with 30 angles):
+
+        >>> net = ij.learned.pretrained("lpd-ct64")
+        >>> net.op.in_shape, net.op.out_shape
+        ((64, 64), (30, 91))
+        >>> x_true = ij.phantoms.shepp_logan(64)
+        >>> x = net(net.op(x_true))
+        >>> x.shape, x.dtype
+        ((64, 64), dtype('float32'))
+        >>> bool(ij.metrics.psnr(x, x_true) > 30)  # filtered back-projection: 20 dB
+        True
     """
 
     primal: tuple

@@ -80,11 +80,22 @@ class LinearSpline(eqx.Module):
     take an array of shape ``(C, ...)`` and apply spline ``c`` to entry ``c`` (same shape and
     dtype out; the parameters are cast to the input's precision).
 
+    Raises:
+        ValueError: a bad ``channels``, ``knots``, ``spline_range``, slope bounds or
+            ``init_slope`` (named, with the received value).
+
     Example:
-        >>> sp = LinearSpline(2, knots=5, spline_range=1.0)
-        >>> sp(jnp.array([[0.5], [-2.0]]))       # identity at initialisation
-        Array([[ 0.5],
-               [-2. ]], dtype=float32)
+        >>> sp = ij.learned.LinearSpline(1, knots=5, spline_range=1.0)  # knots -1, -0.5, ..., 1
+        >>> t = jnp.array([[-2.0, -0.75, 0.75, 3.0]])                  # (C, ...) = (1, 4)
+        >>> sp(t).tolist()  # slopes 1 at initialisation: sigma(t) = t
+        [[-2.0, -0.75, 0.75, 3.0]]
+
+        Raw slopes are clipped into ``[lower, upper] = [0, 1]`` at every call; these make a ReLU,
+        whose potential is ``max(t, 0)^2 / 2``:
+
+        >>> relu = eqx.tree_at(lambda s: s.raw_slopes, sp, jnp.array([[-1.0, 0.0, 1.0, 2.0]]))
+        >>> relu(t).tolist(), relu.potential(t).tolist()
+        ([[0.0, 0.0, 0.75, 3.0]], [[0.0, 0.0, 0.28125, 4.5]])
     """
 
     raw_slopes: jax.Array

@@ -145,8 +145,14 @@ def brain_slices(
         ValueError: a bad argument, named.
 
     Example:
-        >>> train = brain_slices(64, "train")          # (~85, 64, 64) float32 in [0, 1]
-        >>> test = brain_slices(64, "test")            # (~26, 64, 64), disjoint from train
+        >>> train, z_train = ij.learned.brain_slices(16, "train", with_index=True)
+        >>> test, z_test = ij.learned.brain_slices(16, "test", with_index=True)
+        >>> train.shape, test.shape, train.dtype
+        ((66, 16, 16), (23, 16, 16), dtype('float32'))
+        >>> float(train.min()), float(train.max())
+        (0.0, 1.0)
+        >>> int(np.abs(z_train[:, None] - z_test[None, :]).min())  # more than gap = 5 slices apart
+        6
     """
     who = "brain_slices"
     n = positive_int(n, "n", who, 8)
