@@ -197,7 +197,20 @@ def build_target(problem: Problem, sigma, who: str, *, smooth_only: bool, smooth
 
 
 class SamplerState(NamedTuple):
-    """A Langevin chain's state: the position ``x`` and the warm starts of iterative proxes."""
+    """A Langevin chain's state: the position ``x`` and the warm starts of iterative proxes.
+
+    Arguments:
+        position: the current sample ``x``, shape ``op.in_shape``, the operator's dtype.
+        aux: a tuple with one warm start per Moreau-Yosida envelope (e.g. TV's dual variable;
+            ``()`` when the potential is smooth).
+
+    Example:
+        >>> problem = ij.Problem(ij.operators.Identity((4,)), jnp.ones(4), ij.functionals.SquaredL2(),
+        ...                      weight=1.0)
+        >>> state = ij.sampling.ULA().build(problem, sigma=1.0).init(jnp.zeros(4))
+        >>> state.position.shape, state.position.dtype, state.aux
+        ((4,), dtype('float32'), ())
+    """
 
     position: jax.Array
     aux: Any
@@ -205,17 +218,35 @@ class SamplerState(NamedTuple):
 
 class SamplingAlgorithm(NamedTuple):
     """A sampler bound to one problem (blackjax's convention): ``init(position) -> state`` and
-    ``step(key, state) -> (state, info)``.
+    ``step(key, state) -> (state, info)``; what :meth:`AbstractSampler.build` returns.
 
-    Attributes:
+    Arguments:
         init: ``position -> SamplerState``.
         step: ``(key, state) -> (state, info)``; ``info`` is ``None``.
-        potential: ``x -> U(x)`` (the target is ``exp(-U)``).
+        potential: ``x -> U(x)``, a real scalar (the target is ``exp(-U)``).
         step_size: the step ``delta`` used (real scalar).
-        smoothing: the Moreau-Yosida ``lambda`` (0 where no envelope is used).
-        lipschitz: the Lipschitz constant of the drift's gradient that set the defaults.
+        smoothing: the Moreau-Yosida ``lambda`` (real scalar, 0 where no envelope is used).
+        lipschitz: the Lipschitz constant of the drift's gradient that set the defaults (real
+            scalar).
         gradient_evaluations: gradient (drift) evaluations per step (static int).
-        default_position: a starting point, ``A^H y / ||A||^2`` (PnP-ULA: clipped to its set).
+        default_position: a starting point, ``A^H y / ||A||^2`` (PnP-ULA: clipped to its set),
+            shape ``op.in_shape``.
+
+    Example:
+        ULA on ``U(x) = (||x - y||^2 + ||x||^2) / 2`` (``grad U(x) = 2 x - y``, ``L = 2``, default
+        step ``1 / L``): one step from 0 is ``x - delta grad U(x) + sqrt(2 delta) z = y / 2 + z``:
+
+        >>> problem = ij.Problem(ij.operators.Identity((4,)), jnp.ones(4), ij.functionals.SquaredL2(),
+        ...                      weight=1.0)
+        >>> alg = ij.sampling.ULA().build(problem, sigma=1.0)
+        >>> float(alg.step_size), float(alg.lipschitz), alg.gradient_evaluations
+        (0.5, 2.0, 1)
+        >>> key = jax.random.PRNGKey(0)
+        >>> state, info = alg.step(key, alg.init(jnp.zeros(4)))
+        >>> bool(jnp.allclose(state.position, 0.5 + jax.random.normal(key, (4,)), atol=1e-6))
+        True
+        >>> float(alg.potential(jnp.ones(4)))  # (0 + 4) / 2
+        2.0
     """
 
     init: Callable
@@ -229,7 +260,23 @@ class SamplingAlgorithm(NamedTuple):
 
 
 class AbstractSampler(eqx.Module):
-    """A Langevin sampler's settings; :meth:`build` binds it to a problem and noise level."""
+    """A Langevin sampler's settings (:class:`ULA`, :class:`MYULA`, :class:`SKROCK`,
+    :class:`PnPULA`); :meth:`build` binds it to a problem and noise level, giving the
+    :class:`SamplingAlgorithm` that :func:`sample` runs. A new sampler subclasses this and
+    implements ``build(problem, sigma) -> SamplingAlgorithm``.
+
+    Example:
+        ``L = (||A||^2 + w) / sigma^2 = 2 / 0.25 = 8`` for this problem; ULA's default step is
+        ``1 / L``:
+
+        >>> problem = ij.Problem(ij.operators.Identity((4,)), jnp.ones(4), ij.functionals.SquaredL2(),
+        ...                      weight=1.0)
+        >>> sampler = ij.sampling.ULA()
+        >>> isinstance(sampler, ij.sampling.AbstractSampler)
+        True
+        >>> float(sampler.build(problem, sigma=0.5).step_size)
+        0.125
+    """
 
     def build(self, problem: Problem, sigma) -> SamplingAlgorithm:
         raise NotImplementedError

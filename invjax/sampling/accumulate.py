@@ -18,7 +18,26 @@ import jax.numpy as jnp
 
 
 class Moments(NamedTuple):
-    """Running count, mean and sum of squared deviations (``M2``) of a stream of arrays."""
+    """Running count, mean and sum of squared deviations (``M2``) of a stream of arrays: the
+    accumulator :func:`~invjax.sampling.sample` folds each kept sample into (Welford's update).
+
+    Arguments:
+        count: samples folded in, a real scalar ``()`` (the real dtype of the samples).
+        mean: their mean, the shape and dtype of one sample (complex stays complex).
+        m2: ``sum_i |x_i - mean|^2``, the shape of one sample, real; the unbiased variance is
+            ``m2 / (count - 1)``.
+
+    Example:
+        >>> from invjax.sampling.accumulate import moments_init, moments_update, variance
+        >>> xs = jnp.array([[1.0, 2.0], [3.0, 6.0], [5.0, 7.0]])  # three samples of shape (2,)
+        >>> acc = moments_init(xs[0])
+        >>> for x in xs:
+        ...     acc = moments_update(acc, x)
+        >>> acc.count.item(), acc.mean.tolist(), acc.m2.tolist()
+        (3.0, [3.0, 5.0], [8.0, 14.0])
+        >>> np.allclose(variance(acc), np.var(np.asarray(xs), axis=0, ddof=1))
+        True
+    """
 
     count: jax.Array
     mean: jax.Array

@@ -12,14 +12,28 @@ from .driver import Posterior
 
 
 class RegionTest(NamedTuple):
-    """Outcome of :func:`credible_region_test`.
+    """Outcome of :func:`credible_region_test` (its fields, in order).
 
-    Attributes:
-        reject: ``True`` when ``x_alternative`` lies outside the HPD region: the data reject it
-            at level ``alpha`` (so a structure it lacks, or adds, is supported by the data).
-        potential: ``U(x_alternative)``.
-        threshold: ``gamma_alpha``, the ``1 - alpha`` quantile of ``U`` under the posterior.
-        alpha: the test's level.
+    Arguments:
+        reject: boolean scalar ``()``, ``True`` when ``x_alternative`` lies outside the HPD
+            region: the data reject it at level ``alpha`` (so a structure it lacks, or adds, is
+            supported by the data).
+        potential: ``U(x_alternative)``, a real scalar ``()`` (``inf`` outside a constraint).
+        threshold: ``gamma_alpha``, the ``1 - alpha`` quantile of ``U`` over the chain's samples,
+            a real scalar ``()``.
+        alpha: the test's level (a Python float).
+
+    Example:
+        ``U(x) = (||x - y||^2 + ||x||^2) / 2`` with ``y = 1``, three pixels, ``sigma = 1``:
+        ``U(3 * 1) = 3 (4 + 9) / 2 = 19.5``, far above the posterior's 99 % quantile of ``U``:
+
+        >>> problem = ij.Problem(ij.operators.Identity((3,)), jnp.ones(3), ij.functionals.SquaredL2(),
+        ...                      weight=1.0)
+        >>> post = ij.sampling.sample(problem, ij.sampling.ULA(step=0.25), jax.random.PRNGKey(0),
+        ...                           sigma=1.0, n_samples=2000, burn_in=50)
+        >>> test = ij.sampling.credible_region_test(post, 3.0 * jnp.ones(3))
+        >>> float(test.potential), bool(test.reject), bool(test.threshold < 19.5), test.alpha
+        (19.5, True, True, 0.01)
     """
 
     reject: Array

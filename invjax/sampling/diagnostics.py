@@ -42,6 +42,14 @@ def effective_sample_size(trace: Float[Array, "*chains n"]) -> Float[Array, ""]:
     r"""Effective sample size of a scalar chain (all chains together) by Geyer's initial positive
     sequence (Geyer, Statist. Sci. 1992): ``ESS = N / tau``, ``tau = -1 + 2 sum_k Gamma_k`` with
     ``Gamma_k = rho_{2k} + rho_{2k+1}`` summed while positive, ``N`` the total sample count.
+    ``tau`` is floored at ``1 / log10(N)`` (as Stan), so the ESS is at most ``N log10 N``.
+
+    Arguments:
+        trace: ``(..., n)`` real samples of a scalar; leading axes are chains (``N`` counts
+            all of them).
+
+    Returns:
+        The ESS, a real scalar ``()`` of the trace's dtype.
 
     Example:
         >>> import jax

@@ -20,20 +20,41 @@ from .diagnostics import autocorrelation, effective_sample_size
 class Posterior(eqx.Module):
     r"""What :func:`sample` returns: streaming posterior summaries of ``p(x | y)``.
 
-    Attributes:
-        mean: the posterior mean (MMSE estimate), shape ``op.in_shape``.
-        var: the per-pixel posterior variance (unbiased over the pooled samples, real).
-        ess: per-pixel effective sample size by batch means (all chains together).
-        count: samples folded in (all chains; fewer than requested if a chain diverged).
-        potential_trace: ``(n_chains, n_samples)`` values of ``U(x) = objective / sigma^2`` at
-            the kept samples (``None`` with ``trace=False``); NaN after a divergence.
-        diverged: ``(n_chains,)`` whether a chain produced a non-finite state (it then stopped:
-            its later steps are ignored).
-        diverged_at: ``(n_chains,)`` the step (burn-in included) where it did, ``-1`` if not.
-        step_size, smoothing, lipschitz: the sampler's step ``delta``, Moreau-Yosida ``lambda``
-            and the Lipschitz constant that set its defaults.
-        gradient_evaluations: drift evaluations over all steps and chains.
+    Arguments:
+        mean: the posterior mean (MMSE estimate), shape ``op.in_shape``, the image dtype.
+        var: the per-pixel posterior variance (unbiased over the pooled samples), shape
+            ``op.in_shape``, real.
+        ess: per-pixel effective sample size by batch means (all chains together), shape
+            ``op.in_shape``, real.
+        count: samples folded in, a real scalar (all chains; fewer than requested if a chain
+            diverged).
+        potential_trace: ``(n_chains, n_samples)`` real values of ``U(x) = objective / sigma^2``
+            at the kept samples (``None`` with ``trace=False``); NaN after a divergence.
+        diverged: ``(n_chains,)`` bool, whether a chain produced a non-finite state (it then
+            stopped: its later steps are ignored).
+        diverged_at: ``(n_chains,)`` int32, the step (burn-in included) where it did, ``-1`` if not.
+        step_size, smoothing, lipschitz: real scalars, the sampler's step ``delta``,
+            Moreau-Yosida ``lambda`` (0 without an envelope) and the Lipschitz constant of
+            ``grad U`` that set its defaults.
+        gradient_evaluations: drift evaluations over all steps and chains (static int).
         problem, sigma: the sampled problem and noise level (for :func:`credible_region_test`).
+
+    Example:
+        ``U(x) = (||x - y||^2 + ||x||^2) / 2`` with ``y = 1`` is Gaussian with mean ``1/2`` and
+        precision 2; ULA with step ``delta`` keeps the mean and has stationary variance
+        ``1 / (2 (1 - delta))``, ``2/3`` at ``delta = 1/4``:
+
+        >>> problem = ij.Problem(ij.operators.Identity((3,)), jnp.ones(3), ij.functionals.SquaredL2(),
+        ...                      weight=1.0)
+        >>> post = ij.sampling.sample(problem, ij.sampling.ULA(step=0.25), jax.random.PRNGKey(0),
+        ...                           sigma=1.0, n_samples=2000, burn_in=50, n_chains=2)
+        >>> post.mean.shape, post.potential_trace.shape, post.count.item(), post.diverged.tolist()
+        ((3,), (2, 2000), 4000.0, [False, False])
+        >>> bool(jnp.allclose(post.mean, 0.5, atol=0.1)), bool(jnp.allclose(post.var, 2 / 3, atol=0.1))
+        (True, True)
+        >>> low, high = post.interval(0.9)  # mean -+ 1.645 std
+        >>> bool(jnp.allclose(high - low, 2 * 1.6449 * post.std, rtol=1e-4))
+        True
     """
 
     mean: Array
@@ -59,6 +80,9 @@ class Posterior(eqx.Module):
         r"""Marginal credible interval per pixel at ``level`` (``0 < level < 1``):
         ``mean ± z std`` with ``z = Phi^{-1}((1 + level) / 2)`` (the Gaussian approximation of
         each marginal; exact for Gaussian posteriors).
+
+        Arguments:
+            level: the credible level (default 0.9).
 
         Returns:
             ``(low, high)``, each ``op.in_shape`` (real part for complex images).
