@@ -72,6 +72,25 @@ def run_demo(task_names=tasks.TASKS, size: int = DEFAULT_SIZE, seed: int = 0, ou
         ``{"tasks": {name: {"rows": [...], "tv_auto": {...}, ...}}, "wall_s": ..., ...}``: every
         row has ``method``, ``rule``, ``weight``, ``psnr``, ``ssim``, ``seconds`` and ``array`` (its
         image's key in the task's NPZ).
+
+    Raises:
+        ValueError: an unknown or empty ``task_names``, or ``size`` below 16.
+
+    Example:
+        The smallest run takes about 10 CPU-seconds (compilation), too long for a doctest, so it
+        is skipped here:
+
+        >>> import io, tempfile, invjax.demo
+        >>> record = ij.demo.run_demo(("inpaint",), size=16, out=tempfile.mkdtemp(), figure=False,
+        ...                           progress=False, jobs=1, stream=io.StringIO())  # doctest: +SKIP
+        >>> sorted(record["tasks"]["inpaint"]["rows"][0])  # doctest: +SKIP
+        ['array', 'method', 'psnr', 'rule', 'seconds', 'ssim', 'weight']
+
+        The arguments are checked before anything runs:
+
+        >>> ij.demo.run_demo(("denoise",))
+        Traceback (most recent call last):
+        ValueError: unknown task 'denoise'; choose from deblur, inpaint, ct, mri
     """
     t0 = time.perf_counter()
     cpu0 = _cpu_seconds()

@@ -308,9 +308,31 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     and plain containers are unpickled: any other global in the file (a pickled model class,
     ``os.system``, ...) raises ``ValueError`` naming it.
 
+    Arguments:
+        path: the checkpoint, a ``str`` or ``os.PathLike`` (the zip format of torch >= 1.6 or
+            the legacy one).
+
+    Returns:
+        ``{name: array}``: each tensor as a numpy array of its stored shape and dtype
+        (float32 for most checkpoints), in the file's order.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a torch file, truncated or corrupted (naming the file), a refused global.
+
+    Example:
+        ``read_state_dict("dncnn_25.pth")`` returns e.g. ``{"model.0.weight": (64, 1, 3, 3)
+        float32, ...}``. A file that would run code when unpickled is refused (here one in
+        torch's legacy layout whose object is ``os.system``):
+
+        >>> import os, pickle, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.pth")
+        >>> with open(path, "wb") as f:
+        ...     for part in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001}, os.system):
+        ...         pickle.dump(part, f, protocol=2)
+        >>> ij.learned.read_state_dict(path)
+        Traceback (most recent call last):
+        ValueError: import_weights: '...model.pth' refers to the global 'posix.system', ...refused...
     """
     path = os.fspath(path)
     return _state_dict(_read_torch(path), f"'{path}'")

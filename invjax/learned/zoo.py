@@ -328,6 +328,15 @@ def save(path, model, metadata: dict[str, Any] | None = None) -> Path:
         TypeError: ``model`` is not an equinox module, holds a class from outside invjax and
             equinox, or a value JSON cannot describe (a function in a static field, say); the
             message names the field.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "spline")
+        >>> model = ij.learned.LinearSpline(2, knots=5)
+        >>> ij.learned.save(path, model, metadata={"note": "a test"}).name
+        'spline.eqx'
+        >>> sorted(os.listdir(os.path.dirname(path)))
+        ['spline.eqx', 'spline.json']
     """
     if not isinstance(model, eqx.Module):
         raise TypeError(
@@ -362,6 +371,22 @@ def load(path):
     The ``.eqx`` bytes are checked against the SHA-256 recorded in the ``.json`` before
     anything is deserialised; the module skeleton is rebuilt from the JSON description
     without running constructors (loading takes milliseconds plus reading the file).
+
+    Arguments:
+        path: the saved model's path, a ``str`` or ``os.PathLike``.
+
+    Returns:
+        The module, of the saved class, with the saved leaves (shapes and dtypes as saved).
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "spline")
+        >>> model = eqx.tree_at(lambda s: s.raw_slopes, ij.learned.LinearSpline(2, knots=5),
+        ...                     jnp.arange(8.0).reshape(2, 4))
+        >>> _ = ij.learned.save(path, model)
+        >>> loaded = ij.learned.load(path + ".eqx")
+        >>> type(loaded).__name__, loaded.knots, bool(jnp.array_equal(loaded.raw_slopes, model.raw_slopes))
+        ('LinearSpline', 5, True)
 
     Raises:
         FileNotFoundError: a missing ``.eqx`` or ``.json``.
@@ -415,12 +440,36 @@ def load(path):
 
 
 def metadata(name: str) -> dict[str, Any]:
-    """The recorded facts of a shipped model (training command, steps, wall time, machine, ...)."""
+    """The recorded facts of a shipped model (training command, steps, wall time, machine, ...).
+
+    Arguments:
+        name: one of :func:`available`.
+
+    Returns:
+        A dict parsed from the model's JSON (keys vary with the training script; the denoisers
+        record ``command``, ``steps``, ``wall_s``, ``machine``, ``validation_steps``, ...).
+
+    Raises:
+        ValueError: an unknown ``name``.
+
+    Example:
+        >>> meta = ij.learned.metadata("dncnn")
+        >>> meta["command"].split()[:4]
+        ['python', 'benchmarks/train_denoisers.py', '--model', 'dncnn']
+    """
     return json.loads(_paths(_WEIGHTS / _check_name(name))[1].read_text())["metadata"]
 
 
 def available() -> tuple[str, ...]:
-    """Names of the pretrained models shipped with this installation, sorted."""
+    """Names of the pretrained models shipped with this installation, sorted.
+
+    Returns:
+        A tuple of names for :func:`pretrained` and :func:`metadata`.
+
+    Example:
+        >>> {"crr-nn", "dncnn", "ffdnet", "lpd-ct64", "wcrr-nn"} <= set(ij.learned.available())
+        True
+    """
     return tuple(sorted(p.stem for p in _WEIGHTS.glob("*.json") if p.with_suffix(".eqx").exists()))
 
 

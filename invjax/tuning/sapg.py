@@ -25,11 +25,28 @@ class SapgResult(RuleResult):
     iterations, ``converged`` the window's two halves agreeing within ``rtol``, ``at_bound`` the
     estimate at an end of ``bounds``, and:
 
-    Attributes:
-        history: ``(iters,)`` the weight after each iteration.
-        average: ``(iters,)`` the running geometric mean over the window (NaN before it).
-        change: ``|mean(second half) / mean(first half) - 1|`` of the window (geometric means).
-        gradient_evaluations: the sampler's drift evaluations (burn-in included).
+    Arguments:
+        weight, value, x, iterations, converged, at_bound: as above (:class:`RuleResult`):
+            real scalars ``weight`` and ``value``, ``x`` of shape ``op.in_shape``, int32
+            ``iterations``, bool ``converged`` and ``at_bound``; ``weights``, ``values``,
+            ``weights_converged`` and ``solves`` are ``None``.
+        history: ``(iters,)`` real, the weight after each iteration.
+        average: ``(iters,)`` real, the running geometric mean over the window (NaN before it;
+            its last entry is ``weight``).
+        change: real scalar, ``|mean(second half) / mean(first half) - 1|`` of the window
+            (geometric means).
+        gradient_evaluations: the sampler's drift evaluations, burn-in included (static int:
+            ``burn_in + inner * iters`` for MYULA).
+
+    Example:
+        >>> make = lambda w, y: ij.Problem(ij.operators.Identity((64,)), y, ij.functionals.SquaredL2(),
+        ...                                weight=w)
+        >>> y = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (64,))
+        >>> res = ij.tuning.sapg(make, y, 1.0, jax.random.PRNGKey(1), iters=500)  # window: 250..499
+        >>> res.x.shape, res.history.shape, res.iterations.item(), res.gradient_evaluations
+        ((64,), (500,), 500, 1200)
+        >>> bool(jnp.isnan(res.average[:250]).all()), bool(res.average[-1] == res.weight)
+        (True, True)
     """
 
     history: Float[Array, " iters"] = None

@@ -82,12 +82,22 @@ _NORM_MARGIN = 1.01  # power iteration approaches ||A|| from below
 
 
 class DEQStats(NamedTuple):
-    """Statistics of one equilibrium solve (arrays; one entry per item under ``vmap``).
+    """Statistics of one equilibrium solve (arrays; one entry per item under ``vmap``), the
+    second output of :meth:`DEQ.solve`.
 
-    Attributes:
-        iterations: updates of the iterate (int32; ``f`` was evaluated ``iterations + 1`` times).
-        residual: ``||f(x) - x|| / ||x||`` at the returned ``x`` (``||f(x) - x||`` if ``x = 0``).
-        converged: ``residual <= tol`` (bool; ``False`` for a non-finite residual).
+    Arguments:
+        iterations: updates of the iterate, int32 ``()`` (``f`` was evaluated
+            ``iterations + 1`` times).
+        residual: ``||f(x) - x|| / ||x||`` at the returned ``x`` (``||f(x) - x||`` if
+            ``x = 0``), a real scalar ``()``.
+        converged: ``residual <= tol``, bool ``()`` (``False`` for a non-finite residual).
+
+    Example:
+        >>> op = ij.operators.Mask(jnp.ones((16, 16)).at[::2].set(0.0))
+        >>> model = ij.learned.DEQ(op, width=4, depth=2, op_norm=1.0, key=jax.random.key(0))
+        >>> x, stats = model.solve(op(ij.phantoms.shepp_logan(16)))
+        >>> stats.iterations.dtype, bool(stats.residual <= model.tol), bool(stats.converged)
+        (dtype('int32'), True, True)
     """
 
     iterations: jax.Array

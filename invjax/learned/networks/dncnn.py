@@ -59,6 +59,17 @@ def conv_operator_norm(kernel: jax.Array, *, grid: int = 16, iters: int = 30) ->
 
     Returns:
         A real scalar of the kernel's precision.
+
+    Raises:
+        ValueError: a kernel that is not 4-D.
+
+    Example:
+        The 5-point Laplacian acts at frequency ``w`` as ``2 cos w_1 + 2 cos w_2 - 4``, largest
+        in magnitude, 8, at ``w = (pi, pi)`` (on the default grid):
+
+        >>> laplacian = jnp.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+        >>> print(f"{float(ij.learned.conv_operator_norm(laplacian[None, None])):.4f}")
+        8.0000
     """
     kernel = jnp.asarray(kernel)
     if kernel.ndim != 4:

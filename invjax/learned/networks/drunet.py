@@ -45,6 +45,15 @@ class DRUNet(eqx.Module):
 
     Shapes: as every invjax denoiser (:meth:`denoise`); any ``H, W`` (padded by edge replication
     to multiples of 8 and cropped back, as KAIR's test code).
+
+    Raises:
+        ValueError: ``widths`` not four ints ``>= 1``, ``blocks`` or ``channels`` not an int
+            ``>= 1``.
+
+    Example:
+        >>> net = ij.learned.DRUNet(widths=(2, 2, 2, 2), blocks=1, key=jax.random.key(0))  # tiny
+        >>> net.head.shape, net.tail.shape  # the head also takes the noise-level map
+        ((2, 2, 3, 3), (1, 2, 3, 3))
     """
 
     head: jax.Array
@@ -80,7 +89,20 @@ class DRUNet(eqx.Module):
     def denoise(self, y, sigma) -> jax.Array:
         """``D(y, sigma)`` for one image or a batch: grayscale ``(H, W)``/``(B, H, W)``,
         ``C``-channel ``(C, H, W)``/``(B, C, H, W)``; ``sigma`` (required) the noise standard
-        deviation on the ``[0, 1]`` scale, a scalar or one per image. Shape and dtype of ``y``."""
+        deviation on the ``[0, 1]`` scale, a scalar or one per image. Shape and dtype of ``y``.
+
+        Example:
+            The network is bias-free and its activations are ReLUs, so
+            ``D(a y, a sigma) = a D(y, sigma)`` for ``a > 0``:
+
+            >>> net = ij.learned.DRUNet(widths=(2, 2, 2, 2), blocks=1, key=jax.random.key(0))
+            >>> y = jnp.linspace(0, 1, 2 * 12 * 10).reshape(2, 12, 10)  # a batch; any H, W
+            >>> x = net.denoise(y, 0.1)
+            >>> x.shape, x.dtype
+            ((2, 12, 10), dtype('float32'))
+            >>> bool(jnp.allclose(net.denoise(2 * y, 0.2), 2 * x, atol=1e-6))
+            True
+        """
         who = "DRUNet.denoise"
         img, batch = check_images(y, channels=self.channels, who=who)
         if sigma is None:

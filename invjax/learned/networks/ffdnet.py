@@ -51,7 +51,12 @@ class FFDNet(eqx.Module):
         TypeError: a non-floating ``dtype``.
 
     Example:
-        >>> net = ij.learned.FFDNet(depth=2, width=4, key=jax.random.PRNGKey(0))  # tiny, untrained
+        A new network is ``FFDNet(key=jax.random.PRNGKey(0))`` (its random initialisation
+        compiles for seconds); the shipped one is trained (:func:`~invjax.learned.pretrained`):
+
+        >>> net = ij.learned.pretrained("ffdnet")
+        >>> net.depth, net.width, net.channels
+        (15, 64, 1)
         >>> x = net.denoise(jnp.full((3, 15, 16), 0.5), 0.1)  # a batch of three; odd sides work
         >>> x.shape, x.dtype
         ((3, 15, 16), dtype('float32'))

@@ -97,6 +97,14 @@ def load_images(
         FileNotFoundError: the folder does not exist or holds no images.
         ImportError: no reader installed (Pillow, matplotlib or scikit-image), or scikit-image
             missing for the bundled images.
+        ValueError: a ``names`` entry that is not bundled, or ``names`` with a ``folder``.
+
+    Example:
+        >>> images, names = ij.learned.load_images(names=("camera", "coins"), with_names=True)
+        >>> names, [im.shape for im in images], images[0].dtype
+        (['camera', 'coins'], [(512, 512), (303, 384)], dtype('float32'))
+        >>> bool(min(im.min() for im in images) >= 0 and max(im.max() for im in images) <= 1)
+        True
     """
     if folder is None:
         try:
@@ -131,7 +139,18 @@ def split(images, held_out: int | float = 0.1):
     Arguments:
         images: a sequence of images.
         held_out: how many to hold out (an int ``>= 1``) or what fraction (a float in (0, 1),
-            at least one image).
+            rounded, at least one image).
+
+    Returns:
+        ``(train, held_out)``, two lists.
+
+    Raises:
+        TypeError: a boolean ``held_out``.
+        ValueError: ``held_out`` out of range, or a split leaving either side empty.
+
+    Example:
+        >>> ij.learned.split(list(range(10)), held_out=0.2)
+        ([0, 1, 2, 3, 4, 5, 6, 7], [8, 9])
     """
     n = len(images)
     if isinstance(held_out, bool):
@@ -161,7 +180,25 @@ class Stacked(NamedTuple):
 
 def stack(images) -> Stacked:
     """Images of different sizes zero-padded into one ``(N, H, W)`` float32 array, with their
-    sizes: a :class:`Stacked` for :func:`patches`."""
+    sizes: a :class:`Stacked` for :func:`patches`.
+
+    Arguments:
+        images: a non-empty sequence of 2-D arrays ``(H_i, W_i)``.
+
+    Returns:
+        ``Stacked(images, sizes)``: ``images`` ``(N, max H_i, max W_i)`` float32 (each image
+        at the top left, zeros elsewhere) and ``sizes`` ``(N, 2)`` int32.
+
+    Raises:
+        ValueError: no images, or one that is not 2-D.
+
+    Example:
+        >>> s = ij.learned.stack([np.ones((2, 3)), np.ones((4, 2))])
+        >>> s.images.shape, s.images.dtype, s.sizes.tolist()
+        ((2, 4, 3), dtype('float32'), [[2, 3], [4, 2]])
+        >>> s.images.sum(axis=(1, 2)).tolist()  # the padding is zeros
+        [6.0, 8.0]
+    """
     if len(images) == 0:
         raise ValueError("stack: `images` is empty")
     arrays = [np.asarray(im, np.float32) for im in images]
@@ -212,6 +249,24 @@ def patches(key, images, size: int, batch: int) -> jax.Array:
 
     Returns:
         float32 array ``(batch, size, size)``.
+
+    Raises:
+        ValueError: ``size`` or ``batch`` not an int ``>= 1``, or ``size`` above the smallest
+            image side.
+
+    Example:
+        Every patch is a window of an image under one of the 8 symmetries, so its values are
+        those of the window whose top-left pixel holds its minimum (on this ramp image):
+
+        >>> image = np.arange(64, dtype=np.float32).reshape(8, 8) / 64
+        >>> p = ij.learned.patches(jax.random.key(0), [image], size=4, batch=3)
+        >>> p.shape, p.dtype
+        ((3, 4, 4), dtype('float32'))
+        >>> y0, x0 = divmod(int(p[0].min() * 64), 8)
+        >>> bool(np.array_equal(np.sort(p[0].ravel()), np.sort(image[y0:y0 + 4, x0:x0 + 4].ravel())))
+        True
+        >>> bool(jnp.array_equal(p, ij.learned.patches(jax.random.key(0), [image], 4, 3)))  # same key
+        True
     """
     stacked, sizes = images if isinstance(images, Stacked) else stack(images)
     for name, v in (("size", size), ("batch", batch)):
@@ -226,7 +281,27 @@ def patches(key, images, size: int, batch: int) -> jax.Array:
 def patch_data(images, size: int, batch: int):
     """A ``data(key, step)`` function for :func:`invjax.learned.train`: ``batch`` random
     patches (:func:`patches`) from ``key`` (the trainer passes a key derived from its own key and
-    the step), shape ``(batch, size, size)``."""
+    the step), shape ``(batch, size, size)``.
+
+    Arguments:
+        images: a list of 2-D images (stacked once here, :func:`stack`).
+        size: patch side (at most the smallest image side).
+        batch: patches per call.
+
+    Returns:
+        ``data(key, step) -> (batch, size, size)`` float32, ``patches(key, images, size,
+        batch)`` (``step`` is unused: the key already depends on it).
+
+    Raises:
+        ValueError: ``size`` above the smallest image side, or a bad image (as :func:`stack`).
+
+    Example:
+        >>> image = np.arange(64, dtype=np.float32).reshape(8, 8) / 64
+        >>> data = ij.learned.patch_data([image], size=4, batch=2)
+        >>> batch = data(jax.random.key(3), 0)
+        >>> batch.shape, bool(jnp.array_equal(batch, ij.learned.patches(jax.random.key(3), [image], 4, 2)))
+        ((2, 4, 4), True)
+    """
     stacked = stack(images)
     smallest = int(np.min(np.asarray(stacked[1])))
     if size > smallest:

@@ -45,10 +45,24 @@ _FORMAT = 1
 class History(NamedTuple):
     """What :func:`train` recorded (numpy arrays, over the whole run including resumed parts).
 
-    Attributes:
+    Arguments:
         loss: ``(steps,)`` float64, the loss of each step (on the batch before the update).
-        validation_steps: ``(n,)`` int64, the steps after which ``validate`` ran.
+        validation_steps: ``(n,)`` int64, the number of steps done when ``validate`` ran.
         validation: ``(n,)`` float64, its values.
+
+    Example:
+        SGD with step 1/4 on ``(w - 1/2)^2`` halves ``w - 1/2`` at every step:
+
+        >>> import optax
+        >>> loss = lambda w, batch, key: jnp.mean((w * batch - 0.5) ** 2)
+        >>> data = lambda key, step: jnp.ones((2, 4))
+        >>> w, history = ij.learned.train(jnp.asarray(1.0), loss, data, optax.sgd(0.25), 4,
+        ...                               key=jax.random.key(0), validate=lambda w: float(w),
+        ...                               validate_every=2, progress=False)
+        >>> history.loss.tolist(), history.loss.dtype
+        ([0.25, 0.0625, 0.015625, 0.00390625], dtype('float64'))
+        >>> history.validation_steps.tolist(), history.validation.tolist()
+        ([2, 4], [0.625, 0.53125])
     """
 
     loss: np.ndarray
