@@ -169,7 +169,8 @@ def full_site(tmp_path_factory):
     out = tmp_path_factory.mktemp("full-site")
     cache = tmp_path_factory.mktemp("docs-cache")
     proc, cpu = build(out, execute=True, env={"INVJAX_NOTEBOOK_SIZE": "32", "INVJAX_NOTEBOOK_STEPS": "3",
-                                              "INVJAX_DOCS_DEMO_SIZE": "16", "INVJAX_DOCS_CACHE": str(cache)})
+                                              "INVJAX_DOCS_DEMO_SIZE": "16", "INVJAX_DOCS_POSTERIOR_SIZE": "32",
+                                              "INVJAX_DOCS_CACHE": str(cache)})
     assert proc.returncode == 0, f"mkdocs build --strict (executed) failed:\n{proc.stderr[-6000:]}"
     print(f"site built (notebooks and demo executed) in {cpu:.0f} CPU-s")
     return out
@@ -180,8 +181,8 @@ def test_full_build_executes_the_notebooks_and_the_demo(full_site):
     for notebook in sorted((ROOT / "notebooks").glob("*.py")):
         page = (full_site / "notebooks" / notebook.stem / "index.html").read_text()
         assert "Executed when the site was built" in page and 'class="nb-output"' in page, notebook.name
-    for task in ("deblur", "inpaint", "ct", "mri"):
-        assert (full_site / "figures" / f"demo_{task}.png").stat().st_size > 20_000, task
+    for figure in ("demo_deblur", "demo_inpaint", "demo_ct", "demo_mri", "posterior"):
+        assert (full_site / "figures" / f"{figure}.png").stat().st_size > 20_000, figure
 
 
 @pytest.mark.slow

@@ -6,6 +6,8 @@
   and the shipped models' JSON in ``invjax/learned/weights/``, with the training loss.
 - ``derivative-accuracy.png``: the weight gradient's error against the solve's tolerance,
   from ``benchmarks/results/derivatives_accuracy.json``.
+- ``posterior.png``: posterior mean and standard deviation of TV deblurring by SK-ROCK
+  (``INVJAX_DOCS_POSTERIOR_SIZE``, default 64; cached), or a placeholder without execution.
 - ``demo_<task>.png``: the panels ``invjax demo`` draws, from a run at build time
   (``INVJAX_DOCS_DEMO_SIZE``, default 64; cached in ``.cache/docs/demo/``). Without execution
   (``INVJAX_DOCS_EXECUTE=0``) each is a placeholder that says so.
@@ -113,6 +115,40 @@ def derivative_accuracy() -> bytes:
     return _png(fig)
 
 
+def posterior() -> bytes:
+    """Posterior mean and standard deviation of TV deblurring (SK-ROCK), cached like the demo."""
+    size = int(os.environ.get("INVJAX_DOCS_POSTERIOR_SIZE", 64))
+    path = CACHE.parent / "posterior" / f"size{size}-{_library_hash()}.png"
+    if path.exists():
+        return path.read_bytes()
+    import jax
+    import numpy as np
+
+    import invjax as ij
+
+    sigma, weight, n = 0.01, 0.01, (2000 if size <= 32 else 5000)
+    x = ij.phantoms.camera(size)
+    A = ij.operators.Convolution(ij.operators.gaussian_psf(9, 1.5), shape=(size, size))
+    y = ij.noise.gaussian(jax.random.key(0), A(x), sigma)
+    problem = ij.Problem(A, y, ij.functionals.TV(), weight=weight)
+    post = ij.sampling.sample(problem, ij.sampling.SKROCK(), jax.random.key(1), sigma=sigma, n_samples=n, burn_in=n // 10)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.1))
+    panels = ((x, "ground truth", "gray"), (y, "blurred, noisy data", "gray"),
+              (post.mean, f"posterior mean: {float(ij.metrics.psnr(post.mean, x, data_range=1.0)):.2f} dB", "gray"),
+              (post.std, "posterior std", "magma"))
+    for ax, (image, title, cmap) in zip(axes, panels):
+        shown = ax.imshow(np.asarray(image), cmap=cmap, **({"vmin": 0, "vmax": 1} if cmap == "gray" else {}))
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[-1], fraction=0.046)
+    fig.suptitle(f"TV deblurring {size}², SK-ROCK, {n} samples (sigma {sigma}, weight {weight})", fontsize=10)
+    data = _png(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
 def placeholder(text: str) -> bytes:
     plt = _plt()
     fig = plt.figure(figsize=(6, 1.2))
@@ -156,9 +192,12 @@ def build(execute: bool) -> tuple[dict[str, bytes], str | None]:
     if execute:
         panels, printed = demo_panels()
         figures.update(panels)
+        figures["posterior.png"] = posterior()
         return figures, printed
     else:
         note = placeholder("The demo's panels are drawn when the site is built with INVJAX_DOCS_EXECUTE=1\n"
                            "(this build skipped running the demo).")
         figures.update({f"demo_{t}.png": note for t in DEMO_TASKS})
+        figures["posterior.png"] = placeholder("The posterior figure is drawn when the site is built with "
+                                               "INVJAX_DOCS_EXECUTE=1\n(this build skipped sampling).")
     return figures, None

@@ -142,14 +142,12 @@ def _annotation(value) -> str | None:
 
 
 def add_constructor(cls) -> None:
-    """Give a class whose ``__init__`` is generated at run time (equinox modules, named tuples)
-    that signature, from ``inspect.signature`` of the live class: griffe reads source only, and
-    sees no ``__init__`` there."""
-    try:
-        if "__init__" in cls.all_members:
-            return
-    except Exception:  # noqa: BLE001 (unresolvable bases: treat as having none)
-        pass
+    """Give a class without an ``__init__`` of its own in the source (equinox modules and named
+    tuples, whose ``__init__`` is generated at run time, and subclasses) its constructor's
+    signature, from ``inspect.signature`` of the live class: griffe reads source only, and would
+    show none (or, through inheritance, the base class's)."""
+    if "__init__" in cls.members:  # written in the source: griffe has it, with richer annotations
+        return
     live = _runtime(cls)
     if live is None:
         return

@@ -168,6 +168,12 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 
 
+# TeX that latex2mathml does not know, rewritten with what it does (checked on the docstrings)
+_TEX_REWRITES = ((r"\arg\min", r"\mathrm{arg\,min}"), (r"\arg\max", r"\mathrm{arg\,max}"), (r"\arg", r"\mathrm{arg}"),
+                 (r"\sim ", r"\thicksim "))
+_UNKNOWN_MACRO = re.compile(r"<m[io]>(\\[A-Za-z]+)</m[io]>")
+
+
 def _mathml(match: re.Match) -> str:
     from latex2mathml.converter import convert
 
@@ -177,8 +183,13 @@ def _mathml(match: re.Match) -> str:
         if body.startswith(opening) and body.endswith(closing):
             body = body[len(opening):len(body) - len(closing)]
             break
+    for old, new in _TEX_REWRITES:
+        body = body.replace(old, new)
     try:
         mathml = convert(body.strip(), display="block" if display else "inline")
+        unknown = _UNKNOWN_MACRO.findall(mathml)
+        if unknown:
+            log.info(f"math with macros latex2mathml does not know ({', '.join(sorted(set(unknown)))}): {body[:80]}")
     except Exception as error:  # a macro latex2mathml does not know: show the TeX
         log.info(f"math left as TeX ({type(error).__name__}: {error}): {body[:80]}")
         code = f'<code class="tex">{html.escape(body)}</code>'
