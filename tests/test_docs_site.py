@@ -50,18 +50,15 @@ def build(site: Path, *, config: Path = ROOT / "mkdocs.yml", execute: bool = Fal
     return proc, _cpu_children() - start
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("site")
-    proc, cpu = build(out)
+def test_site_builds_strictly(tmp_path):
+    """One build (the suite's workers would each build a module-scoped fixture once), then the
+    checks on what it produced."""
+    proc, cpu = build(tmp_path / "site")
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-6000:]}"
     print(f"site built (not executed) in {cpu:.1f} CPU-s")
-    return out, proc.stderr
-
-
-def test_strict_build_has_no_warnings(site):
-    _, log = site
-    assert not [line for line in log.splitlines() if line.startswith("WARNING")]
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("WARNING")]
+    check_reference(tmp_path / "site")
+    check_generated_pages(tmp_path / "site")
 
 
 # ---- the API reference against the __all__ lists -------------------------------------------------
@@ -95,8 +92,8 @@ def _sections(html: str) -> dict[str, str]:
             for i, m in enumerate(heads)}
 
 
-def test_reference_lists_every_public_name_with_its_signature(site):
-    out, _ = site
+def check_reference(out: Path):
+    """Every public name of every ``__all__`` has an entry in the reference, with a signature."""
     sections = {}
     for page in sorted((out / "reference").glob("*/index.html")):
         sections.update(_sections(page.read_text()))
@@ -133,8 +130,7 @@ def test_every_public_callable_has_a_docstring():
     assert not bare, f"public names without a docstring: {bare}"
 
 
-def test_generated_pages(site):
-    out, _ = site
+def check_generated_pages(out: Path):
     choosing = (out / "choosing" / "index.html").read_text()
     assert choosing.count("<table>") >= 8 and "derivatives.json" in choosing
     assert "AMD EPYC" in choosing  # the machine each table was measured on
