@@ -92,8 +92,19 @@ def _sections(html: str) -> dict[str, str]:
             for i, m in enumerate(heads)}
 
 
+def _hit(path: str, obj, sections: dict) -> str | None:
+    """The reference entry of ``path``: under this path, an enclosing package's (a re-export of
+    the same object), or where it is defined (a function its module's name shadows:
+    ``invjax.tuning.fit.fit``)."""
+    package, name = path.rsplit(".", 1)
+    candidates = [f"{package.rsplit('.', k)[0]}.{name}" for k in range(package.count(".") + 1)]
+    candidates += [f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"]
+    return next((c for c in candidates if c in sections), None)
+
+
 def check_reference(out: Path):
-    """Every public name of every ``__all__`` has an entry in the reference, with a signature."""
+    """Every public name of every ``__all__`` has an entry in the reference, with a signature
+    and an example."""
     sections = {}
     for page in sorted((out / "reference").glob("*/index.html")):
         sections.update(_sections(page.read_text()))
@@ -101,12 +112,7 @@ def check_reference(out: Path):
     assert len(names) > 150  # the walk reached the subpackages
     missing, unsigned = [], []
     for path, obj in names.items():
-        package, name = path.rsplit(".", 1)
-        # rendered under this path, an enclosing package's (a re-export of the same object), or
-        # where it is defined (a function its module's name shadows: invjax.tuning.fit.fit)
-        candidates = [f"{package.rsplit('.', k)[0]}.{name}" for k in range(package.count(".") + 1)]
-        candidates += [f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"]
-        hit = next((c for c in candidates if c in sections), None)
+        hit = _hit(path, obj, sections)
         if hit is None:
             missing.append(path)
         elif callable(obj) and not (inspect.isclass(obj) and issubclass(obj, BaseException)) \
@@ -114,6 +120,15 @@ def check_reference(out: Path):
             unsigned.append(path)
     assert not missing, f"public names missing from the API reference: {missing}"
     assert not unsigned, f"reference entries without a signature: {unsigned}"
+    # ... and an example, unless tests/test_doctests.py lists the name as lacking one (an alias,
+    # PnP = DenoiserPrior, shows the example under the class's own name)
+    from tests.test_doctests import UNDOCUMENTED
+
+    excused = {path for path, why in UNDOCUMENTED.items() if "Example" in why}
+    no_example = [path for path, obj in names.items()
+                  if callable(obj) and path not in excused and getattr(obj, "__name__", path.rsplit(".", 1)[1]) ==
+                  path.rsplit(".", 1)[1] and "Examples:" not in sections[_hit(path, obj, sections)]]
+    assert not no_example, f"reference entries without an example: {no_example}"
 
 
 def test_every_public_callable_has_a_docstring():
