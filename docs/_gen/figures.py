@@ -177,7 +177,7 @@ def demo_panels() -> tuple[dict[str, bytes], str]:
             raise RuntimeError(f"invjax demo --size {size} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         (out / "demo.txt").write_text(proc.stdout)
     return ({f"demo_{t}.png": (out / f"demo_{t}.png").read_bytes() for t in DEMO_TASKS},
-            f"invjax demo --size {size}\n\n" + (out / "demo.txt").read_text())
+            f"invjax demo --size {size}\n\n" + (out / "demo.txt").read_text().replace(str(out), "demo_output"))
 
 
 def build(execute: bool) -> tuple[dict[str, bytes], str | None]:

@@ -11,8 +11,9 @@
   Markdown; :func:`on_page_content` turns them into MathML, which browsers render without
   any script (the site loads nothing from the network).
 
-Environment: ``INVJAX_DOCS_EXECUTE`` (``1``, the default: run the notebooks and the demo;
-``0``: render the notebooks without outputs and skip the demo's panels),
+Environment: ``INVJAX_DOCS_EXECUTE`` (``1``, the default of ``mkdocs build``: run the notebooks
+and the demo; ``0``, the default of ``mkdocs serve``: render the notebooks without outputs and
+skip the demo's panels),
 ``INVJAX_NOTEBOOK_SIZE`` / ``INVJAX_NOTEBOOK_STEPS`` (passed to the notebooks),
 ``INVJAX_DOCS_DEMO_SIZE`` (the demo's image size, default 64). Outputs of the notebooks and
 the demo are cached in ``.cache/docs/`` (or ``INVJAX_DOCS_CACHE``) keyed by their inputs and the
@@ -74,14 +75,18 @@ class _KnownDocstringWarnings(logging.Filter):
         return True
 
 
-def on_startup(**kwargs):
+def on_startup(command=None, **kwargs):
+    _STATE["command"] = command
     for handler in logging.getLogger("mkdocs").handlers:
         if not any(isinstance(f, _KnownDocstringWarnings) for f in handler.filters):
             handler.addFilter(_KnownDocstringWarnings())
 
 
 def _execute() -> bool:
-    return os.environ.get("INVJAX_DOCS_EXECUTE", "1") not in ("0", "", "false", "no")
+    """``INVJAX_DOCS_EXECUTE`` if set; else run the notebooks and the demo for ``mkdocs build``,
+    not for ``mkdocs serve`` (a quick preview)."""
+    default = "0" if _STATE.get("command") == "serve" else "1"
+    return os.environ.get("INVJAX_DOCS_EXECUTE", default) not in ("0", "", "false", "no")
 
 
 def on_config(config, **kwargs):
