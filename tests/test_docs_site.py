@@ -54,9 +54,12 @@ def test_site_builds_strictly(tmp_path):
     """One build (the suite's workers would each build a module-scoped fixture once), then the
     checks on what it produced."""
     proc, cpu = build(tmp_path / "site")
-    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-6000:]}"
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
+    assert proc.returncode == 0, (
+        "mkdocs build --strict failed (`INVJAX_DOCS_EXECUTE=0 mkdocs build --strict` shows it; a docstring "
+        "griffe cannot parse is fixed in the docstring):\n" + "\n".join(warnings) + "\n\n" + proc.stderr[-4000:])
     print(f"site built (not executed) in {cpu:.1f} CPU-s")
-    assert not [line for line in proc.stderr.splitlines() if line.startswith("WARNING")]
+    assert not warnings
     check_reference(tmp_path / "site")
     check_generated_pages(tmp_path / "site")
 
@@ -122,9 +125,9 @@ def check_reference(out: Path):
     assert not unsigned, f"reference entries without a signature: {unsigned}"
     # ... and an example, unless tests/test_doctests.py lists the name as lacking one (an alias,
     # PnP = DenoiserPrior, shows the example under the class's own name)
-    from tests.test_doctests import UNDOCUMENTED
+    from tests import test_doctests
 
-    excused = {path for path, why in UNDOCUMENTED.items() if "Example" in why}
+    excused = {path for path, why in getattr(test_doctests, "UNDOCUMENTED", {}).items() if "Example" in why}
     no_example = [path for path, obj in names.items()
                   if callable(obj) and path not in excused and getattr(obj, "__name__", path.rsplit(".", 1)[1]) ==
                   path.rsplit(".", 1)[1] and "Examples:" not in sections[_hit(path, obj, sections)]]
