@@ -42,8 +42,11 @@ class FISTA(IterativeSolver):
     step goes uphill; this removes FISTA's oscillations and gives linear convergence on
     strongly convex problems.
 
-    **Stopping**: the gradient-mapping residual ``||y_k - x_{k+1}|| / ||x_{k+1}||`` (zero only at
-    a solution; ``tau`` times the norm of the gradient mapping, relative).
+    **Stopping**: its own residual is the gradient-mapping step ``||y_k - x_{k+1}|| / ||x_{k+1}||``
+    (zero only at a solution; ``tau`` times the norm of the gradient mapping, relative). On an
+    ill-conditioned problem it is far smaller than the distance to the solution (a factor 200-700
+    on 64² CRR-NN deblurring), so the driver's change of ``x`` over a block of ``check_every``
+    iterations is what usually stops FISTA (:mod:`invjax.solvers.driver`).
 
     Arguments:
         step_size: ``tau`` (``None``: ``1 / L`` from ``A.norm()``); must be ``< 2 / L`` (and
