@@ -51,15 +51,7 @@ _STATE: dict = {}
 # ``name: description``). Each is a warning (which fails the strict build) unless listed here by
 # file and the start of the text griffe quotes; listed ones are logged at INFO. Fix the docstring
 # and remove its entry; a new one fails the build.
-KNOWN_DOCSTRING_WARNINGS = (
-    ("invjax/learned/networks/unrolled.py", "Failed to get 'exception: description' pair from '``y`` whose shape"),
-    ("invjax/solvers/hqs.py", "Failed to get 'name: description' pair from '``check_every``"),
-    ("invjax/tuning/_common.py", "Failed to get 'name: description' pair from 'weight, value, weights"),
-    ("invjax/tuning/fit.py", "Failed to get 'name: description' pair from 'the attributes of"),
-    ("invjax/tuning/grid.py", "Failed to get 'name: description' pair from 'the attributes of"),
-    ("invjax/tuning/sure.py", "Failed to get 'name: description' pair from 'the attributes of"),
-    ("invjax/tuning/sure.py", "Failed to get 'name: description' pair from 'builds it)."),
-)
+KNOWN_DOCSTRING_WARNINGS: tuple[tuple[str, str], ...] = ()
 
 
 class _KnownDocstringWarnings(logging.Filter):

@@ -19,7 +19,10 @@ from ..solvers import Problem, solve
 from . import report, sweep, tasks
 
 DEFAULT_SIZE = 64
+"""The demo's default image side in pixels (``size`` of :func:`run_demo`, ``--size`` of
+``invjax demo``): 64x64, the size the shipped learned primal-dual ``lpd-ct64`` was trained for."""
 MIN_SIZE = 16
+"""The smallest image side :func:`run_demo` accepts (a smaller ``size`` raises ``ValueError``)."""
 TARGET_GAP_DB = 0.5
 LPD_NAME = "lpd-ct64"
 LEARNED = ("CRR-NN", "PnP-DnCNN", "learned primal-dual")

@@ -31,6 +31,8 @@ from .. import functionals as fn
 from .. import learned, noise, operators, phantoms, solvers
 
 TASKS = ("deblur", "inpaint", "ct", "mri")
+"""The demo's task names, in the order :func:`~invjax.demo.run_demo` runs them by default (each is
+described in the module docstring)."""
 GRID_POINTS = 12
 CRR_POINTS = 6
 

@@ -38,8 +38,8 @@ class HQS(ADMM):
 
     Arguments:
         rho: the penalty, ``> 0`` (required).
-        (the remaining settings as for ADMM: ``cg_iters``, ``cg_tol``, ``max_iters``, ``tol``,
-        ``check_every``, ``diff``, ...)
+        cg_iters, cg_tol, max_iters, tol, check_every, diff: as for :class:`~invjax.solvers.ADMM`
+            (and its other settings likewise).
 
     Raises:
         ValueError: ``rho`` not given (at construction).

@@ -61,9 +61,9 @@ class RuleResult(eqx.Module):
         solves: lower-level solves spent, tangent (JVP) and probe solves included (int32).
 
     Arguments:
-        weight, value, weights, values, weights_converged, x, iterations, converged, at_bound,
-            solves: the attributes above, by keyword (rules build it; ``None`` where a rule keeps
-            nothing).
+        weight, value, weights, values, weights_converged: the attributes above, by keyword
+            (rules build it; ``None`` where a rule keeps nothing).
+        x, iterations, converged, at_bound, solves: likewise.
 
     Example:
         >>> import jax.numpy as jnp, invjax as ij

@@ -93,7 +93,9 @@ class FitResult(RuleResult):
         history: the :class:`FitHistory`.
 
     Arguments:
-        the attributes of :class:`RuleResult` and ``history``, by keyword (:func:`fit` builds it).
+        history: the attribute above, by keyword (:func:`fit` builds it).
+        weight, value, weights, values, weights_converged: as for :class:`RuleResult`, by keyword.
+        x, iterations, converged, at_bound, solves: likewise.
 
     Example:
         >>> import invjax as ij

@@ -40,7 +40,10 @@ class GridResult(RuleResult):
         grid_converged: ``(G, B)`` whether each solve reached the solver's ``tol``.
 
     Arguments:
-        the attributes of :class:`RuleResult` and those above, by keyword (:func:`grid` builds it).
+        scores, per_image_weight, per_image_score, grid_iterations, grid_converged: the
+            attributes above, by keyword (:func:`grid` builds it).
+        weight, value, weights, values, weights_converged: as for :class:`RuleResult`, by keyword.
+        x, iterations, converged, at_bound, solves: likewise.
 
     Example:
         >>> import invjax as ij

@@ -99,8 +99,10 @@ class SureGrid(RuleResult):
         grid_iterations: ``(G,)`` the most iterations of the solves at each weight.
 
     Arguments:
-        the attributes of :class:`RuleResult` and those above, by keyword (:func:`sure_grid`
-        builds it).
+        reconstructions, residual, measurements, grid_iterations: the attributes above, by
+            keyword (:func:`sure_grid` builds it).
+        weight, value, weights, values, weights_converged: as for :class:`RuleResult`, by keyword.
+        x, iterations, converged, at_bound, solves: likewise.
 
     Example:
         >>> import invjax as ij

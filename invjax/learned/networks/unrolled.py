@@ -135,8 +135,11 @@ class LearnedPrimalDual(eqx.Module):
     the operator's domain type (complex for MRI). Works under ``jit``, ``vmap`` and ``grad``.
 
     Raises:
-        TypeError / ValueError: ``op`` not a 2-D-image operator, non-positive sizes; at call, a
-        ``y`` whose shape is not ``op.out_shape``.
+        TypeError: ``op`` not an invjax ``LinearOperator``, or a ``dtype`` that is not a real
+            floating dtype.
+        ValueError: an ``op`` not acting on 2-D images (or with data neither 2-D nor 3-D), a
+            non-positive size or ``op_norm``; at call, a ``y`` whose shape is neither
+            ``op.out_shape`` nor ``(B, *op.out_shape)``.
 
     Example:
         A new network is ``LearnedPrimalDual(op, key=jax.random.key(0))`` (its random

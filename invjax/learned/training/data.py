@@ -27,6 +27,8 @@ __all__ = ["BUNDLED", "Stacked", "load_images", "patch_data", "patches", "split"
 
 # grayscale photographs inside scikit-image (no download: its legacy data directory)
 BUNDLED = ("camera", "coins", "moon", "page", "text", "clock", "brick", "grass", "gravel")
+"""The names of the grayscale photographs in scikit-image's data module that
+:func:`load_images` reads without a folder (its default ``names``; nothing is downloaded)."""
 
 _EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg", ".pgm")
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601

@@ -38,6 +38,8 @@ import numpy as np
 __all__ = ["History", "train", "trainable", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.eqx"
+"""The file name of :func:`train`'s checkpoint inside ``checkpoint_dir`` (a run finding it there
+resumes from it)."""
 _MAGIC = b"invjax-checkpoint\n"
 _FORMAT = 1
 
