@@ -52,8 +52,6 @@ KNOWN_SLOW: dict[str, str] = {
 _PREDATES = "examples written before they ran as doctests (names undefined in the fresh namespace)"
 KNOWN_FAILING: dict[str, str] = {
     "invjax.learned.networks.unrolled": _PREDATES,
-    "invjax.solvers.cg": _PREDATES,
-    "invjax.solvers.linear": _PREDATES,
 }
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
@@ -150,14 +148,7 @@ MY_AREAS = ("invjax.operators", "invjax.functionals", "invjax.metrics", "invjax.
 # Public names of other areas (solvers, learned, tuning, sampling) whose docstrings lacked a
 # section when this test landed: non-strict expected failures, so each passes once documented.
 # Never list a name of MY_AREAS here.
-UNDOCUMENTED: dict[str, str] = {
-    "invjax.solvers.AbstractAdjoint": "lacks Arguments:, Example:",
-    "invjax.solvers.CG": "lacks Arguments:",
-    "invjax.solvers.Dual": "lacks Arguments:, Example:",
-    "invjax.solvers.IterativeSolver": "lacks Arguments:, Example:",
-    "invjax.solvers.Stats": "lacks Arguments:, Example:",
-    "invjax.solvers.Term": "lacks Arguments:, Example:",
-}
+UNDOCUMENTED: dict[str, str] = {}
 
 
 def _public_callables() -> dict[str, object]:

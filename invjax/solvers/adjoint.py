@@ -32,7 +32,21 @@ def _positive_int(value) -> bool:
 
 
 class AbstractAdjoint(eqx.Module):
-    """How a solve is differentiated (see :mod:`invjax.solvers.adjoint`)."""
+    """How a solve is differentiated (see :mod:`invjax.solvers.adjoint`): the base of
+    :class:`ImplicitAdjoint` and :class:`UnrollAdjoint`, the two policies a solver accepts as
+    ``adjoint=``.
+
+    Arguments:
+        kind: not passed: a class attribute each policy sets, ``"implicit"`` or ``"unroll"``
+            (what ``solver.diff`` reads).
+
+    Example:
+        >>> solver = ij.solvers.FISTA(diff="unroll")
+        >>> isinstance(solver.adjoint, ij.solvers.AbstractAdjoint), solver.adjoint.kind, solver.diff
+        (True, 'unroll', 'unroll')
+        >>> ij.solvers.ImplicitAdjoint().kind
+        'implicit'
+    """
 
     kind: eqx.AbstractClassVar[str]
 

@@ -29,8 +29,10 @@ class CG(IterativeSolver):
 
     i.e. a ``SquaredL2`` fidelity with a ``SquaredL2`` regulariser (``K`` the identity, or the
     regulariser's own operator) and no constraint. The matrix is applied matrix-free, as a JVP of
-    the gradient. Stops when ``||b - H x|| <= tol ||b||`` (checked every ``check_every``
-    iterations; default 1 here, since a CG iteration is cheap next to its residual).
+    the gradient. Its own stopping residual is ``||b - H x|| / ||b||``; as for every solver the
+    driver stops once the largest of it and the relative changes of ``x`` over the last two
+    checks is below ``tol`` (:mod:`invjax.solvers.driver`; checked every ``check_every``
+    iterations, default 1 here, since a CG iteration is cheap next to its residual).
 
     Each iteration is the library's one CG step (:func:`invjax.solvers.linear.cg_step`, shared
     with every linear solve): the residual is recomputed as ``b - H x`` every ``stabilise_every``
@@ -39,9 +41,31 @@ class CG(IterativeSolver):
     ``tol`` below rounding runs to ``max_iters`` and is reported as not converged, with a finite
     unrolled derivative).
 
+    Arguments:
+        tol: the stopping tolerance (default ``1e-6``; see above).
+        check_every: iterations between checks of the stopping residual (default 1).
+        stabilise_every: recompute the residual as ``b - H x`` every this many iterations
+            (int ``>= 1``, default 10).
+        max_iters, adjoint, diff: as for every solver (:class:`~invjax.solvers.IterativeSolver`).
+
+    Raises:
+        ValueError: at construction, a ``stabilise_every`` that is not an int ``>= 1`` (or a
+            common setting out of range, see :class:`~invjax.solvers.IterativeSolver`).
+        TypeError: at solve time, a fidelity or regulariser that is not ``SquaredL2``, or a
+            constraint.
+
     Example:
+        Tikhonov deblurring; at the solution the gradient ``A^T (A x - y) + lam x`` vanishes:
+
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, (16, 16))
+        >>> y = A(ij.phantoms.shepp_logan(16))
         >>> problem = ij.Problem(A, y, ij.functionals.SquaredL2(), weight=1e-2)
         >>> sol = ij.solve(problem, ij.solvers.CG(max_iters=200, tol=1e-6))
+        >>> bool(sol.stats.converged)
+        True
+        >>> gradient = A.T(A(sol.x) - y) + 1e-2 * sol.x
+        >>> bool(jnp.linalg.norm(gradient) <= 1e-5 * jnp.linalg.norm(A.T(y)))
+        True
     """
 
     tol: float = eqx.field(static=True, default=1e-6, kw_only=True)

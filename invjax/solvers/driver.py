@@ -92,19 +92,34 @@ _MESSAGES = {
 
 
 class Stats(eqx.Module):
-    """Per-solve statistics (arrays: one entry per problem under ``vmap``).
+    """Per-solve statistics (arrays: one entry per problem under ``vmap``), built by the driver.
 
-    Attributes:
-        iterations: number of iterations run (int32).
-        converged: whether the residual fell below ``tol`` (bool).
-        residual: the last value of the stopping residual (the largest of the solver's own
-            residual and the relative changes of ``x`` over the last two blocks of ``check_every``
-            iterations; see :mod:`invjax.solvers.driver`).
+    Arguments:
+        iterations: number of iterations run (int32; a multiple of ``check_every`` unless
+            ``max_iters`` cut the last block short).
+        converged: whether the stopping residual was at most ``tol`` at the last check and at
+            the one before it (a cold start needs two blocks; a warm start may stop after one)
+            (bool).
+        residual: the stopping residual at the last check: the largest of the solver's own
+            residual and the relative change of ``x``, ``||x_k - x_{k-m}|| / ||x_k||``, over each
+            of the last two blocks of ``m = check_every`` iterations (only the last one after
+            the first block of a cold start), an estimate of the relative distance to the
+            solution (see :mod:`invjax.solvers.driver`).
         objective: the objective ``F(A x; y) + weight R(x)`` at the returned ``x``.
-        status: 0 converged, 1 ``max_iters`` reached, 2 non-finite iterates.
+        status: 0 converged, 1 ``max_iters`` reached, 2 non-finite iterates (int32; see
+            :attr:`message`).
         inner_iterations: iterations of an inner iterative solver over the whole solve (int32;
             e.g. ADMM's conjugate-gradient x-steps where no exact FFT solve applies; 0 where none
             runs).
+
+    Example:
+        >>> A = ij.operators.Convolution(jnp.ones((3, 3)) / 9, (16, 16))
+        >>> problem = ij.Problem(A, A(ij.phantoms.shepp_logan(16)), ij.functionals.SquaredL2(), weight=0.1)
+        >>> stats = ij.solve(problem, ij.solvers.FISTA(tol=1e-4, check_every=10)).stats
+        >>> bool(stats.converged), int(stats.status), stats.message
+        (True, 0, 'converged: residual below tol')
+        >>> int(stats.iterations) % 10, bool(stats.residual <= 1e-4), int(stats.inner_iterations)
+        (0, True, 0)
     """
 
     iterations: jax.Array
@@ -181,14 +196,15 @@ def _positive_int(value) -> bool:
 class IterativeSolver(eqx.Module):
     """Abstract base of all solvers; see the module docstring for what a subclass supplies.
 
-    Args (common to every solver, keyword-only):
+    Arguments:
         max_iters: iteration limit (static int ``>= 1``; default 1000, PDHG 2000: enough for the
             default ``tol`` in float32 on 256² TV deblurring and 128² 30-angle CT, measured in
             ``benchmarks/derivatives.py``).
-        tol: stop when the stopping residual falls below ``tol`` at two consecutive checks
-            (``0`` runs all ``max_iters``): the largest of the solver's own residual and the
-            relative change of ``x`` over the last ``check_every`` iterations, an estimate of
-            the relative distance to the solution (see the module docstring).
+        tol: stop when the stopping residual is at most ``tol`` at two consecutive checks (one
+            after a warm start; ``0`` runs all ``max_iters``): the largest of the solver's own
+            residual and the relative change of ``x`` over each of the last two blocks of
+            ``check_every`` iterations, an estimate of the relative distance to the solution
+            (see the module docstring; reported as :attr:`Stats.residual`).
         check_every: iterations between evaluations of the stopping residual (and of the
             finiteness of the iterates); they cost about as much as an iteration.
         adjoint: the derivative policy, :class:`~invjax.solvers.ImplicitAdjoint` (default) or
@@ -196,11 +212,37 @@ class IterativeSolver(eqx.Module):
         diff: shorthand for ``adjoint``: ``"implicit"`` (``ImplicitAdjoint()``) or ``"unroll"``
             (``UnrollAdjoint()``); an ``adjoint`` of that kind passed with it is kept. Not stored:
             ``solver.diff`` reads ``solver.adjoint.kind``.
-        checkpoint, adjoint_tol, adjoint_iters, adjoint_failure, adjoint_flat,
-            adjoint_curvature_cap: shorthands kept for existing code (not stored):
-            ``checkpoint=k`` (iterations per rematerialised segment; ``0`` none) sets
-            ``UnrollAdjoint.checkpoints``; ``adjoint_<name>`` sets ``ImplicitAdjoint.<name>``
-            (``adjoint_iters``: ``max_iters``); each is ignored under the other policy.
+        checkpoint, adjoint_tol, adjoint_iters, adjoint_failure, adjoint_flat, adjoint_curvature_cap:
+            shorthands kept for existing code (not stored): ``checkpoint=k`` (iterations per
+            rematerialised segment; ``0`` none) sets ``UnrollAdjoint.checkpoints``;
+            ``adjoint_<name>`` sets ``ImplicitAdjoint.<name>`` (``adjoint_iters``:
+            ``max_iters``); each is ignored under the other policy.
+
+    All are keyword-only, common to every solver (a subclass adds its own settings).
+
+    Raises:
+        ValueError: at construction, a ``max_iters`` or ``check_every`` that is not an int
+            ``>= 1``, a ``tol`` that is not a finite number ``>= 0``, an unknown ``diff`` or a
+            negative ``checkpoint``.
+        TypeError: at construction, an ``adjoint`` that is not an ``ImplicitAdjoint`` or
+            ``UnrollAdjoint``; at solve time (``validate``), a problem the solver cannot handle.
+
+    Example:
+        A subclass supplies ``init`` and ``step`` (here gradient descent on the smooth problem
+        ``||x - y||^2 / 2 + w ||x||^2 / 2``, whose solution is ``y / (1 + w)``):
+
+        >>> class Descent(ij.solvers.IterativeSolver):
+        ...     def init(self, problem, x0):
+        ...         return {"x": x0}
+        ...     def get_x(self, problem, state):
+        ...         return state["x"]
+        ...     def step(self, problem, state):
+        ...         x = state["x"]
+        ...         return {"x": x - 0.5 * ((x - problem.data) + problem.weight * x)}
+        >>> problem = ij.Problem(ij.operators.Identity((4, 4)), jnp.ones((4, 4)), ij.functionals.SquaredL2(), weight=1.0)
+        >>> sol = ij.solve(problem, Descent(tol=1e-5))
+        >>> isinstance(Descent(), ij.solvers.IterativeSolver), round(float(sol.x.mean()), 3), bool(sol.stats.converged)
+        (True, 0.5, True)
     """
 
     max_iters: int = eqx.field(static=True, default=1000, kw_only=True)

@@ -59,14 +59,32 @@ from .problem import Problem
 
 
 class Dual(NamedTuple):
-    """A solver's dual for one non-smooth term ``g(K x)`` of :meth:`Problem.terms`.
+    """A solver's dual for one non-smooth term ``g(K x)`` of :meth:`Problem.terms`, as its
+    ``duals(problem, state)`` returns it (one ``Dual`` or ``None`` per term) for implicit
+    derivatives.
 
-    Attributes:
+    Arguments:
         p: the dual variable, shape ``K.out_shape``: at a solution ``sum_i K_i^H p_i`` plus the
             smooth gradients is 0 and ``p`` is a subgradient of ``g`` at ``K x``.
         scale: ``gamma > 0`` with ``K x = prox_{gamma g}(K x + gamma p)`` at a solution; the
             solver's own step where it has one (ADMM: ``1 / rho``; PDHG: ``1 / sigma_i``), or
             ``None`` for a default.
+
+    Example:
+        For ``||x - y||^2 / 2 + w ||x||_1`` the optimality condition is ``x - y + p = 0`` with
+        ``p`` a subgradient of ``w ||.||_1`` at ``x`` (``|p| <= w``, ``w sign(x)`` where
+        ``x != 0``):
+
+        >>> y = jnp.array([[2.0, -0.05], [0.5, -3.0]])
+        >>> problem = ij.Problem(ij.operators.Identity((2, 2)), y, ij.functionals.L1(), weight=0.1)
+        >>> solver = ij.solvers.ADMM(rho=1.0, tol=1e-6)
+        >>> sol = ij.solve(problem, solver)
+        >>> duals = solver.duals(problem, sol.state)
+        >>> [t.role for t in problem.terms()], [type(d).__name__ for d in duals]
+        (['fidelity', 'regularizer'], ['NoneType', 'Dual'])
+        >>> p = duals[1].p
+        >>> bool(jnp.allclose(sol.x - y + p, 0, atol=1e-4)), bool(jnp.all(jnp.abs(p) <= 0.1 + 1e-4))
+        (True, True)
     """
 
     p: jax.Array

@@ -13,12 +13,23 @@ from ..operators.base import concrete_or_none
 
 
 class Term(NamedTuple):
-    """One term ``func(op(x))`` of a problem's objective.
+    """One term ``func(op(x))`` of a problem's objective, as :meth:`Problem.terms` lists them.
 
-    Attributes:
+    Arguments:
         op: the linear operator ``K``.
         func: the functional ``g`` (holding the weight or the data where it has one).
         role: ``"fidelity"``, ``"regularizer"`` or ``"constraint"``.
+
+    Example:
+        TV splits into the finite-difference operator and a weighted ``L21`` norm:
+
+        >>> problem = ij.Problem(ij.operators.Identity((8, 8)), jnp.zeros((8, 8)), ij.functionals.TV(),
+        ...                      weight=0.1, constraint=ij.functionals.NonNegative())
+        >>> [(t.role, type(t.op).__name__, t.op.out_shape) for t in problem.terms()]
+        [('fidelity', 'Identity', (8, 8)), ('regularizer', 'FiniteDifference', (2, 8, 8)), ('constraint', 'Identity', (8, 8))]
+        >>> x = jnp.ones((8, 8))
+        >>> round(float(sum(t.func(t.op(x)) for t in problem.terms())), 3), round(float(problem.objective(x)), 3)
+        (32.0, 32.0)
     """
 
     op: LinearOperator
