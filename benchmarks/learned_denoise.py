@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402  (benchmarks/_common.py: machine description, peer venvs)
 
 SIGMAS = (15, 25)
-MODELS = ("crr-nn", "wcrr-nn", "dncnn")
+MODELS = ("crr-nn", "wcrr-nn", "dncnn", "ffdnet")
 BM3D_SPEC = {"install": [["bm3d==4.0.3"]], "check": "import bm3d"}
 BLUR_STD, BLUR_SIZE, BLUR_NOISE = 1.6, 13, 0.01
 CT_ANGLES, CT_NOISE = 30, 0.01
@@ -321,6 +321,11 @@ def main(argv=None):
         info = {name: json.loads((args.model_dir / f"{name}.json").read_text())["metadata"] for name in found}
     out = {"machine": _common.machine(), "jax": jax.__version__, "held_out_images": len(held),
            "models": {name: {k: v for k, v in meta.items() if k != "calibration"} for name, meta in info.items()}}
+    if args.output and args.output.exists() and args.skip:
+        # a partial run (--skip) keeps the sections it does not rerun from the file it updates
+        kept = json.loads(args.output.read_text())
+        out |= {k: kept[k] for k in args.skip if k in kept}
+        out["kept_from_previous_run"] = sorted(k for k in args.skip if k in kept)
     t0 = time.perf_counter()
 
     def save():  # after every section: a long run that is stopped keeps what it measured
@@ -346,7 +351,7 @@ def main(argv=None):
 def report(out) -> str:
     lines = []
     if "denoise" in out:
-        names = [k for k in ("noisy", "tv_oracle", "bm3d", "crr-nn", "wcrr-nn", "dncnn") if k in out["denoise"]["25"]]
+        names = [k for k in ("noisy", "tv_oracle", "bm3d", "crr-nn", "wcrr-nn", "dncnn", "ffdnet") if k in out["denoise"]["25"]]
         lines += ["Denoising, held-out mean PSNR (dB) [time per image]", "",
                   "| sigma | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for level, row in out["denoise"].items():
