@@ -1,5 +1,7 @@
 """Conjugate gradients on the normal equations of a quadratic (Tikhonov) problem."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -29,10 +31,11 @@ class CG(IterativeSolver):
 
     i.e. a ``SquaredL2`` fidelity with a ``SquaredL2`` regulariser (``K`` the identity, or the
     regulariser's own operator) and no constraint. The matrix is applied matrix-free, as a JVP of
-    the gradient. Its own stopping residual is ``||b - H x|| / ||b||``; as for every solver the
-    driver stops once the largest of it and the relative changes of ``x`` over the last two
-    checks is below ``tol`` (:mod:`invjax.solvers.driver`; checked every ``check_every``
-    iterations, default 1 here, since a CG iteration is cheap next to its residual).
+    the gradient. It stops on its own residual ``||b - H x|| / ||b||`` alone, once it is below
+    ``tol`` (checked every ``check_every`` iterations, default 1 here, since a CG iteration is
+    cheap next to its residual): unlike the other solvers (:mod:`invjax.solvers.driver`) it does
+    not also wait for the change of ``x`` to settle, which past the attainable float32 accuracy
+    it does not (``stops_on_change = False``).
 
     Each iteration is the library's one CG step (:func:`invjax.solvers.linear.cg_step`, shared
     with every linear solve): the residual is recomputed as ``b - H x`` every ``stabilise_every``
@@ -68,6 +71,7 @@ class CG(IterativeSolver):
         True
     """
 
+    stops_on_change: ClassVar[bool] = False
     tol: float = eqx.field(static=True, default=1e-6, kw_only=True)
     check_every: int = eqx.field(static=True, default=1, kw_only=True)
     stabilise_every: int = eqx.field(static=True, default=10, kw_only=True)
