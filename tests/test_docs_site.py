@@ -162,6 +162,7 @@ def check_generated_pages(out: Path):
     assert "<math" in (out / "reference" / "tuning" / "index.html").read_text()
 
 
+@pytest.mark.slow  # a second full (unexecuted) build, 12-14 s: the default suite's budget is 10 minutes
 def test_a_broken_link_or_reference_fails_the_build(tmp_path):
     """The strict build fails on a broken page link and on an unknown API cross-reference."""
     docs = tmp_path / "docs"

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 SCRIPT = textwrap.dedent(
     """
@@ -65,7 +66,10 @@ def _small_batch_problem(reg):
     return ij.Problem(A, ys[0], reg, 0.01), ys, ws
 
 
-def test_solve_batch_jvp_in_data_and_weight_matches_central_differences():
+# FISTA-L1 in the default suite (7 s), ADMM-TV slow (15 s: each case compiles four batched
+# derivatives, and the default suite has 10 minutes)
+@pytest.mark.parametrize("case", ["FISTA-L1", pytest.param("ADMM-TV", marks=pytest.mark.slow)])
+def test_solve_batch_jvp_in_data_and_weight_matches_central_differences(case):
     """jax.jvp through solve_batch (implicit derivatives, non-smooth regulariser, float64)
     against central differences of solve_batch itself and against jvp of vmap(solve). It
     raised (broadcast_in_dim ndim mismatch under the batch's jit) before; the state's
@@ -78,10 +82,11 @@ def test_solve_batch_jvp_in_data_and_weight_matches_central_differences():
     from tests.conftest import x64_enabled
 
     with x64_enabled():
-        for reg, solver in (
-            (ij.functionals.L1(), ij.solvers.FISTA(max_iters=5000, tol=1e-13)),
-            (ij.functionals.TV(boundary="periodic"), ij.solvers.ADMM(max_iters=5000, tol=1e-12)),
-        ):
+        cases = {
+            "FISTA-L1": (ij.functionals.L1(), ij.solvers.FISTA(max_iters=5000, tol=1e-13)),
+            "ADMM-TV": (ij.functionals.TV(boundary="periodic"), ij.solvers.ADMM(max_iters=5000, tol=1e-12)),
+        }
+        for reg, solver in (cases[case],):
             problem, ys, ws = _small_batch_problem(reg)
 
             def batch(y, w):
