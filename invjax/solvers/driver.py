@@ -393,15 +393,16 @@ class IterativeSolver(eqx.Module):
         """The block's last step, its stopping residual (see the module docstring) and status."""
         _, _, res, _, x_check, before = carry
         new, res_new = self.checked_step(problem, state)
-        x = self.get_x(problem, new)
-        change = relative_change(x, x_check).astype(res.dtype)
         own = jnp.asarray(res_new).astype(res.dtype)
         finite = _all_finite(new) & jnp.isfinite(own)
         if self.stops_on_change:
+            x = self.get_x(problem, new)
+            change = relative_change(x, x_check).astype(res.dtype)
             # reported: the largest of the three (the first block has no previous one: inf, not shown)
             res_new = jnp.maximum(own, jnp.maximum(change, jnp.where(jnp.isinf(before), 0, before)))
             below = (res_new <= self.tol) & (before <= self.tol)
-        else:
+        else:  # its own residual alone (CG checks every iteration: no norm of x spent on it)
+            x, change = x_check, before
             res_new = own
             below = own <= self.tol
         status = jnp.where(~finite, NONFINITE, jnp.where(below, CONVERGED, MAX_ITERS))
